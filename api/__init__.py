@@ -1,0 +1,1 @@
+"""The HTTP edge and the serving engine of modelreg."""

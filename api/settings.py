@@ -1,0 +1,81 @@
+"""Settings: every knob of a replica, read from ``MODELREG_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One replica's configuration; built in ``create_app`` or the CLI, never at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELREG_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    """Folder for the embedded default: the SQLite file, artifacts and the generated admin token."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the registry; default: a SQLite file under ``data_dir``."""
+
+    redis_url: str | None = None
+    """Redis for the prediction cache and change events; default: none, an in-process cache."""
+
+    artifact_dir: Path | None = None
+    """Where artifacts are stored by sha256; default: ``data_dir/artifacts``."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for /admin; when unset, one is generated and stored in ``data_dir/admin-token``."""
+
+    auto_migrate: bool | None = None
+    """Upgrade the schema at start; default: only for the embedded SQLite default."""
+
+    plugins: str | None = None
+    """Comma-separated allowlist of runtime plugins (entry-point names); default: all installed."""
+
+    device: str = "auto"
+    """Default device for models: auto (CUDA when present), cpu, cuda or cuda:N."""
+
+    default_cache_ttl_seconds: int = Field(default=3600, ge=0)
+    """Cache lifetime for models that do not set their own (0 = do not cache)."""
+
+    max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
+    """Largest artifact an upload may carry; larger uploads get 413."""
+
+    max_request_bytes: int = Field(default=16 * 1024**2, gt=0)
+    """Largest body for every route except artifact uploads; larger bodies get 413."""
+
+    cache_prefix: str = "modelreg"
+    """Prefix of every Redis key and channel this deployment uses."""
+
+    poll_interval_seconds: float = Field(default=3.0, gt=0)
+    """How often a replica re-reads live versions from the registry (the pub/sub fallback)."""
+
+    unload_grace_seconds: float = Field(default=60.0, ge=0)
+    """How long a replaced version stays loaded so a rollback is instant."""
+
+    @field_validator("cache_prefix")
+    @classmethod
+    def _prefix_has_no_spaces(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("cache_prefix must be non-empty and contain no whitespace")
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The registry URL, with the embedded SQLite default filled in."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'modelreg.db').resolve()}"
+
+    def resolved_artifact_dir(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    def is_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def should_auto_migrate(self) -> bool:
+        return self.is_embedded_database() if self.auto_migrate is None else self.auto_migrate
+
+    def plugin_allowlist(self) -> set[str] | None:
+        if self.plugins is None or not self.plugins.strip():
+            return None
+        return {p.strip() for p in self.plugins.split(",") if p.strip()}

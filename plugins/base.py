@@ -1,0 +1,149 @@
+"""The runtime contract: what a plugin implements and what the server may rely on.
+
+Third-party plugins import only this module. A runtime is found through the entry-point
+group ``modelreg.runtimes``; the entry point names a class that is built with no arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "modelreg.runtimes"
+
+# dtype names as they appear in signatures; "str" is text (an object array of Python str).
+DTYPES: frozenset[str] = frozenset(
+    {"float16", "float32", "float64", "int8", "int16", "int32", "int64",
+     "uint8", "uint16", "uint32", "uint64", "bool", "str"}
+)
+
+
+class PluginError(Exception):
+    """A runtime could not load or run an artifact; the message is written for users."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: dtype name and shape, ``None`` for a dynamic axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"tensor {self.name!r}: unknown dtype {self.dtype!r}; use one of {sorted(DTYPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        shape = tuple(None if d is None or (isinstance(d, int) and d < 0) else int(d) for d in data["shape"])
+        return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=shape)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Inputs and outputs of a loaded model."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def batched(self) -> bool:
+        """True when every input and output has a dynamic first (batch) axis."""
+        specs = self.inputs + self.outputs
+        return bool(specs) and all(len(s.shape) > 0 and s.shape[0] is None for s in specs)
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        try:
+            return cls(
+                inputs=tuple(TensorSpec.from_dict(s) for s in data["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(s) for s in data.get("outputs", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                'a signature is {"inputs": [{"name", "dtype", "shape"}, ...], "outputs": [...]}: '
+                f"{exc}"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load one version: its format, the upload's signature, threads, free options."""
+
+    format: str
+    signature: Signature | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class LoadedModel(Protocol):
+    """A version loaded on a device, ready to run batches of named arrays."""
+
+    signature: Signature
+    device: str
+
+    def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def unload(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """A plugin: a name equal to its entry-point name, the formats it loads, its devices."""
+
+    name: ClassVar[str]
+    formats: ClassVar[frozenset[str]]
+
+    def devices(self) -> list[str]: ...
+
+    def load(self, artifact: Path, device: str, options: LoadOptions) -> LoadedModel: ...
+
+
+# A loaded model may also offer ``decode(payload) -> dict[str, np.ndarray]`` and
+# ``encode(outputs) -> Any`` (text in, text out); the server looks them up with getattr so
+# the Protocol above stays the whole required contract.
+
+
+def resolve_device(requested: str, available: list[str]) -> str:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into one of ``available`` or explain why not."""
+    requested = (requested or "auto").strip().lower()
+    cuda = [d for d in available if d.startswith("cuda")]
+    if requested == "auto":
+        return cuda[0] if cuda else "cpu"
+    if requested == "cuda":
+        if not cuda:
+            raise PluginError("device 'cuda' was asked for but no working CUDA device was found; use 'cpu' or 'auto'")
+        return cuda[0]
+    if requested in available:
+        return requested
+    raise PluginError(f"device {requested!r} is not available here; available: {', '.join(available)}")
+
+
+def smoke_batch(signature: Signature) -> dict[str, np.ndarray]:
+    """One small batch that fits the signature: dynamic axes 1, zeros (text: a short word)."""
+    batch: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if d is None else d for d in spec.shape)
+        if spec.dtype == "str":
+            batch[spec.name] = np.full(shape, "hello", dtype=object)
+        else:
+            batch[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return batch

@@ -1,0 +1,94 @@
+"""Registry tables: models, versions, aliases and the append-only history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from registry.db import Base
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    # History rows keep the model's id after a deletion, so SQLite must never reuse an id.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    runtime: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cache_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # NULL means "the server's default TTL"; 0 means "never cache this model".
+    cache_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cache_max_value_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_batch_size: Mapped[int] = mapped_column(Integer, default=16)
+    max_delay_ms: Mapped[int] = mapped_column(Integer, default=5)
+    device: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    versions: Mapped[list[Version]] = relationship(
+        back_populates="model", cascade="all, delete-orphan", passive_deletes=True, order_by="Version.number"
+    )
+    aliases: Mapped[list[Alias]] = relationship(
+        back_populates="model", cascade="all, delete-orphan", passive_deletes=True, order_by="Alias.name"
+    )
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("model_id", "number", name="uq_versions_model_id_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+    model: Mapped[Model] = relationship(back_populates="versions")
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="aliases")
+
+
+class HistoryEvent(Base):
+    """Append-only: rows outlive their model (no foreign key), so a deletion stays on record."""
+
+    __tablename__ = "history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(Integer, index=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
