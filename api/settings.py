@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     unload_grace_seconds: float = Field(default=60.0, ge=0)
     """How long a replaced version stays loaded so a rollback is instant."""
 
+    first_level_bytes: int = Field(default=64 * 1024**2, ge=0)
+    """Budget of the in-process first-level cache in front of Redis (0 turns it off)."""
+
+    reap_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often dead cache namespaces (old generations, deleted models) are reclaimed."""
+
     @field_validator("cache_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:

@@ -25,6 +25,12 @@ DTYPES: frozenset[str] = frozenset(
 class PluginError(Exception):
     """A runtime could not load or run an artifact; the message is written for users."""
 
+    @classmethod
+    def caused_by(cls, what: str, exc: BaseException) -> PluginError:
+        """``what``, then the framework's own message on one line, cut to 300 characters."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return cls(f"{what}: {text if len(text) <= 300 else text[:297] + '...'}")
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -68,6 +74,28 @@ class Signature:
 
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
+
+    def conform(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch in input order, cast to the declared dtypes; PluginError naming what does not fit."""
+        expected = [spec.name for spec in self.inputs]
+        if set(batch) != set(expected):
+            raise PluginError(f"the model takes inputs {expected}; got {sorted(batch)}")
+        arrays: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            array = np.asarray(batch[spec.name])
+            target = np.dtype(object) if spec.dtype == "str" else np.dtype(spec.dtype)
+            if array.dtype != target:
+                try:  # same_kind: int -> float and float64 -> float32 pass, float -> int does not
+                    array = array.astype(target, casting="unsafe" if spec.dtype == "str" else "same_kind")
+                except TypeError as exc:
+                    raise PluginError(f"input {spec.name!r} is {array.dtype}; the model takes {spec.dtype}") from exc
+            if array.ndim != len(spec.shape) or any(
+                want is not None and got != want for got, want in zip(array.shape, spec.shape)
+            ):
+                shape = ["?" if d is None else d for d in spec.shape]
+                raise PluginError(f"input {spec.name!r} has shape {list(array.shape)}; the model takes {shape}")
+            arrays[spec.name] = array
+        return arrays
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signature:

@@ -1,0 +1,42 @@
+"""create_app(settings): wiring, lifespan and error mapping; nothing is built at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.limits import BodyLimit
+from api.routes import admin, ops, predict
+from api.services import build_services
+from api.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app for one replica; ``settings`` default to the environment."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(title="modelreg", version="0.1.0", lifespan=lifespan,
+                  description="Model registry and inference server with a versioned prediction cache.")
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(ops.router)
+    app.include_router(admin.router)
+    app.include_router(predict.router)
+    app.add_middleware(BodyLimit, max_request_bytes=settings.max_request_bytes,
+                       max_artifact_bytes=settings.max_artifact_bytes)
+    logging.getLogger("modelreg").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,457 @@
+"""The ``modelreg`` command: run the server, migrate its database, and drive the admin API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from api.cli_client import DEFAULT_URL, UPLOAD_TIMEOUT, ProgressReader, connect, fail, model_path, progress_bar
+from api.settings import Settings
+
+# Tracebacks with locals would print the admin token; a failure here is a message, not a dump.
+app = typer.Typer(help="modelreg: a model registry and inference server.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+db_app = typer.Typer(help="The registry database schema (Alembic revisions).", no_args_is_help=True)
+models_app = typer.Typer(help="Create, list, show, update and delete models.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+
+Url = Annotated[str, typer.Option("--url", envvar="MODELREG_URL", help="The modelreg server.")]
+Token = Annotated[str | None, typer.Option(
+    "--token", envvar="MODELREG_ADMIN_TOKEN", show_default=False,
+    help="Admin bearer token; default: the file admin-token in MODELREG_DATA_DIR (./data).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead of a table.")]
+Name = Annotated[str, typer.Argument(help="The model's name.", show_default=False)]
+
+MODEL_COLUMNS = [("name", "NAME"), ("runtime", "RUNTIME"), ("production", "PRODUCTION"),
+                 ("latest_version", "LATEST"), ("generation", "GENERATION"), ("description", "DESCRIPTION")]
+VERSION_COLUMNS = [("version", "VERSION"), ("status", "STATUS"), ("format", "FORMAT"), ("size_bytes", "BYTES"),
+                   ("sha256", "SHA256"), ("aliases", "ALIASES"), ("created_at", "CREATED"), ("error", "ERROR")]
+HISTORY_COLUMNS = [("at", "AT"), ("action", "ACTION"), ("alias", "ALIAS"), ("from_version", "FROM"),
+                   ("to_version", "TO"), ("generation", "GENERATION"), ("actor", "ACTOR")]
+PLUGIN_COLUMNS = [("name", "NAME"), ("status", "STATUS"), ("distribution", "DISTRIBUTION"), ("version", "VERSION"),
+                  ("formats", "FORMATS"), ("devices", "DEVICES")]
+
+
+# output ---------------------------------------------------------------------------------------
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _cell(value: Any) -> Text:
+    # Text, not str: server strings may hold [brackets] that rich would read as markup.
+    if value is None or value == "":
+        return Text("-")
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return Text(", ".join(str(v) for v in value) or "-")
+    if isinstance(value, (dict, list)):
+        return Text(json.dumps(value))
+    return Text(str(value))
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], empty: str) -> None:
+    """Rows as a table with the known columns they have (every key when none is known)."""
+    if not rows:
+        out.print(Text(empty))
+        return
+    shown = [c for c in columns if any(c[0] in row for row in rows)] or [(k, k.upper()) for k in rows[0]]
+    table = Table(*(title for _, title in shown))
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for key, _ in shown))
+    out.print(table)
+
+
+def print_record(data: dict[str, Any]) -> None:
+    """One object as FIELD / VALUE rows; nested objects become ``outer.inner``."""
+    table = Table("FIELD", "VALUE")
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "tags":
+            for inner, item in value.items():
+                table.add_row(Text(f"{key}.{inner}"), _cell(item))
+        else:
+            table.add_row(Text(key), _cell(value))
+    out.print(table)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """``data`` as JSON with --json, else through ``render``."""
+    if as_json:
+        print_json(data)
+    else:
+        render(data)
+
+
+# arguments ------------------------------------------------------------------------------------
+
+def parse_tags(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    tags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--tag")
+        tags[key.strip()] = value
+    return tags
+
+
+def read_json_arg(raw: str, option: str) -> Any:
+    """Parse a JSON option value; ``-`` reads stdin and ``@path`` reads a file."""
+    if raw == "-":
+        raw = sys.stdin.read()
+    elif raw.startswith("@"):
+        try:
+            raw = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {raw[1:]}: {exc.strerror}", param_hint=option) from exc
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=option) from exc
+
+
+# server and database --------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Restart on code changes (development).")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the API server; every setting comes from MODELREG_* environment variables."""
+    import uvicorn
+
+    prepare_embedded()
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
+                log_level=log_level)
+
+
+def prepare_embedded() -> None:
+    """Migrate and make the admin token once, here, so several workers do not race to do it."""
+    from api.auth import resolve_admin_token
+    from registry import schema
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.should_auto_migrate():
+        schema.upgrade(settings.resolved_database_url())
+    try:
+        resolve_admin_token(settings)
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a one-line message naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"MODELREG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid settings: {problems}")
+
+
+def database_url() -> str:
+    """The registry URL the server would use; the embedded default's folder is created."""
+    settings = load_settings()
+    if settings.is_embedded_database():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return str(settings.resolved_database_url())
+
+
+def revisions(url: str) -> tuple[str | None, str | None]:
+    """(current, head) revisions of the database at ``url``."""
+    from registry import schema
+    from registry.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        return schema.current_revision(engine), schema.head_revision(url)
+    finally:
+        engine.dispose()
+
+
+def shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def migrate(action: str, revision: str, as_json: bool) -> None:
+    """Run an Alembic upgrade or downgrade and say what moved."""
+    from registry import schema
+
+    url = database_url()
+    try:
+        before, _ = revisions(url)
+        (schema.upgrade if action == "upgrade" else schema.downgrade)(url, revision)
+        after, head = revisions(url)
+    except Exception as exc:  # Alembic and drivers raise many kinds; the user needs the message
+        fail(f"{action} of {shown_url(url)} failed: {exc}")
+    if as_json:
+        print_json({"database": shown_url(url), "from": before, "to": after, "head": head})
+    elif before == after:
+        out.print(Text(f"{shown_url(url)}: already at {after or 'base (empty)'}, nothing to do"))
+    else:
+        out.print(Text(f"{shown_url(url)}: {action}d from {before or 'base (empty)'} to {after or 'base (empty)'}"))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head", as_json: AsJson = False) -> None:
+    """Upgrade the registry schema (MODELREG_DATABASE_URL, default the embedded SQLite file)."""
+    migrate("upgrade", revision, as_json)
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for empty.")],
+                 yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+                 as_json: AsJson = False) -> None:
+    """Downgrade the registry schema; tables a revision added are dropped with their data."""
+    if not yes:
+        typer.confirm(f"Downgrade {shown_url(database_url())} to {revision}? Data may be lost", abort=True)
+    migrate("downgrade", revision, as_json)
+
+
+@db_app.command("current")
+def db_current(as_json: AsJson = False) -> None:
+    """Show the schema revision of the registry database and the one this code needs."""
+    url = database_url()
+    try:
+        current, head = revisions(url)
+    except Exception as exc:  # unreachable server, bad credentials: show the driver's words
+        fail(f"cannot read the schema revision of {shown_url(url)}: {exc}")
+    if as_json:
+        print_json({"database": shown_url(url), "current": current, "head": head})
+    elif current == head:
+        out.print(Text(f"{current} (head)"))
+    else:
+        out.print(Text(f"{current or 'base (empty)'}; this modelreg needs {head}: run `modelreg db upgrade`"))
+
+
+@app.command()
+def plugins(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """List the server's runtime plugins and whether each is available."""
+    with connect(url, token) as client:
+        emit(client.json("GET", "/admin/plugins"), as_json,
+             lambda rows: print_table(rows, PLUGIN_COLUMNS, "no runtime plugins are installed"))
+
+
+# models ---------------------------------------------------------------------------------------
+
+@models_app.command("create")
+def models_create(
+    name: Name,
+    runtime: Annotated[str, typer.Option("--runtime", "-r", help="Runtime plugin (see `modelreg plugins`).")],
+    description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE; repeat for several.")] = None,
+    cache_ttl: Annotated[int | None, typer.Option("--cache-ttl", min=0, help="Cache seconds (0: never).")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Register a model served by a runtime plugin."""
+    body = {"name": name, "runtime": runtime, "description": description, "tags": parse_tags(tag),
+            "cache_ttl_seconds": cache_ttl}
+    with connect(url, token) as client:
+        emit(client.json("POST", "/admin/models", json={k: v for k, v in body.items() if v is not None}),
+             as_json, print_record)
+
+
+@models_app.command("list")
+def models_list(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """List every model with its production version."""
+    with connect(url, token) as client:
+        emit(client.json("GET", "/admin/models"), as_json,
+             lambda rows: print_table(rows, MODEL_COLUMNS, "no models yet: create one with `modelreg models create`"))
+
+
+@models_app.command("show")
+def models_show(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Show one model: policy, aliases, generation."""
+    with connect(url, token) as client:
+        emit(client.json("GET", model_path(name)), as_json, print_record)
+
+
+@models_app.command("update")
+def models_update(
+    name: Name,
+    description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable; replaces all tags.")] = None,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Cache answers or not.")] = None,
+    cache_ttl: Annotated[int | None, typer.Option("--cache-ttl", min=0, help="Cache seconds (0: never).")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Largest micro-batch.")] = None,
+    max_delay_ms: Annotated[int | None, typer.Option(min=0, help="Longest wait to fill a batch.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N, or 'default' for the server's.")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Change a model's policy; only the options given are sent."""
+    body: dict[str, Any] = {k: v for k, v in {
+        "description": description, "tags": parse_tags(tag), "cache_enabled": cache, "cache_ttl_seconds": cache_ttl,
+        "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "device": device,
+    }.items() if v is not None}
+    if body.get("device") == "default":
+        body["device"] = None  # null puts the model back on the server's default device
+    if not body:
+        raise typer.BadParameter("nothing to change: give at least one option (see --help)")
+    with connect(url, token) as client:
+        emit(client.json("PATCH", model_path(name), json=body), as_json, print_record)
+
+
+@models_app.command("delete")
+def models_delete(name: Name, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+                  url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Delete a model with its versions and aliases (its history is kept)."""
+    if not yes:
+        typer.confirm(f"Delete model {name!r} with all its versions?", abort=True)
+    with connect(url, token) as client:
+        client.json("DELETE", model_path(name))
+    emit({"deleted": name}, as_json, lambda _: out.print(Text(f"deleted model {name}")))
+
+
+# versions and production ----------------------------------------------------------------------
+
+def upload_metadata(metadata: str | None, metadata_file: Path | None, fmt: str | None) -> dict[str, Any]:
+    """The ``metadata`` form field: --metadata or --metadata-file, with --format merged in."""
+    if metadata is not None and metadata_file is not None:
+        raise typer.BadParameter("give --metadata or --metadata-file, not both")
+    value: Any = {}
+    if metadata is not None:
+        value = read_json_arg(metadata, "--metadata")
+    elif metadata_file is not None:
+        value = read_json_arg(f"@{metadata_file}", "--metadata-file")
+    if not isinstance(value, dict):
+        raise typer.BadParameter('metadata must be a JSON object, e.g. {"signature": {...}}')
+    return {**value, "format": fmt} if fmt else value
+
+
+@app.command()
+def upload(
+    name: Name,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The artifact.")],
+    metadata: Annotated[str | None, typer.Option(help="JSON object: signature and free keys ('-' = stdin).")] = None,
+    metadata_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Metadata from a file.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Artifact format when the name does not say it.")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Upload a new version; exits 1 when the server could not validate it."""
+    meta = upload_metadata(metadata, metadata_file, fmt)
+    data = {"metadata": json.dumps(meta)} if meta else None
+    with connect(url, token) as client, file.open("rb") as raw, \
+            progress_bar(file.stat().st_size, f"uploading {file.name}") as report:
+        # A file object, not bytes: httpx streams it in 64 KiB chunks, so size is bounded by disk, not RAM.
+        artifact = (file.name, ProgressReader(raw, report), "application/octet-stream")
+        record = client.json("POST", model_path(name, "versions"), files={"artifact": artifact}, data=data,
+                             timeout=UPLOAD_TIMEOUT)
+    emit(record, as_json, lambda r: out.print(Text(
+        f"{name} version {r['version']}: {r['status']} (format {r.get('format', '?')}, sha256 {r['sha256'][:12]})")))
+    if record.get("status") != "ready":
+        fail(f"version {record['version']} of {name} cannot serve: {record.get('error') or record.get('status')}")
+
+
+@app.command()
+def versions(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """List a model's versions with their status and aliases."""
+    with connect(url, token) as client:
+        rows = client.json("GET", model_path(name, "versions"))
+    short = [{**row, "sha256": str(row.get("sha256", ""))[:12]} for row in rows]
+    emit(rows, as_json, lambda _: print_table(short, VERSION_COLUMNS, f"{name} has no versions yet: `modelreg upload`"))
+
+
+def print_change(change: dict[str, Any]) -> None:
+    model, previous, production = change.get("model"), change.get("previous"), change.get("production")
+    if previous == production:
+        out.print(Text(f"{model}: version {production} is already in production"))
+        return
+    out.print(Text(f"{model}: production {previous or 'none'} -> {production} "
+                   f"(cache generation {change.get('generation')})"))
+
+
+@app.command()
+def promote(name: Name, version: Annotated[int, typer.Argument(min=1, help="The version to serve.")],
+            url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Make a version the production version."""
+    with connect(url, token) as client:
+        emit(client.json("POST", model_path(name, "promote"), json={"version": version}), as_json, print_change)
+
+
+@app.command()
+def rollback(name: Name,
+             to: Annotated[int | None, typer.Option("--to", min=1, help="Version to return to (default: the previous).")] = None,
+             url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Return production to the previous version (or to --to)."""
+    body = {} if to is None else {"version": to}
+    with connect(url, token) as client:
+        emit(client.json("POST", model_path(name, "rollback"), json=body), as_json, print_change)
+
+
+@app.command()
+def history(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Every change to a model, oldest first."""
+    with connect(url, token) as client:
+        emit(client.json("GET", model_path(name, "history")), as_json,
+             lambda rows: print_table(rows, HISTORY_COLUMNS, "no history"))
+
+
+@app.command()
+def alias(name: Name, alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="e.g. staging.")],
+          version: Annotated[int | None, typer.Argument(min=1, help="The version it points at.")] = None,
+          delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+          url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Point an alias at a version, or remove it with --delete."""
+    if delete == (version is not None):
+        raise typer.BadParameter("give a VERSION to set the alias, or --delete to remove it")
+    path = model_path(name, "aliases", alias_name)
+    with connect(url, token) as client:
+        if delete:
+            client.json("DELETE", path)
+            result: dict[str, Any] = {"model": name, "alias": alias_name, "deleted": True}
+        else:
+            result = client.json("PUT", path, json={"version": version})
+    emit(result, as_json, lambda r: out.print(Text(
+        f"{name}: alias {alias_name} removed" if delete else f"{name}: alias {alias_name} -> {r.get('version')}")))
+
+
+@app.command()
+def purge(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Drop every cached answer of a model (a new cache generation)."""
+    with connect(url, token) as client:
+        change = client.json("DELETE", model_path(name, "cache"))
+    emit(change, as_json, lambda c: out.print(Text(f"{name}: cache purged (generation {c.get('generation')})")))
+
+
+@app.command()
+def predict(
+    name: Name,
+    payload: Annotated[str, typer.Option("--json", help='Request body, e.g. \'{"inputs": [[1.0]]}\'; "-" = stdin, @file.')],
+    version: Annotated[int | None, typer.Option(min=1, help="A numbered version instead of production.")] = None,
+    alias_name: Annotated[str | None, typer.Option("--alias", help="An alias instead of production.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute afresh (Cache-Control: no-cache).")] = False,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Predict; prints the response body, and X-Model-Version / X-Cache on stderr."""
+    if version is not None and alias_name is not None:
+        raise typer.BadParameter("give --version or --alias, not both")
+    body = json.dumps(read_json_arg(payload, "--json"))
+    path = f"/models/{quote(name, safe='')}"
+    if version is not None:
+        path += f"/versions/{version}"
+    elif alias_name is not None:
+        path += f"/aliases/{quote(alias_name, safe='')}"
+    headers = {"Content-Type": "application/json", **({"Cache-Control": "no-cache"} if no_cache else {})}
+    with connect(url, None, admin=False) as client:
+        response = client.request("POST", path + "/predict", content=body, headers=headers)
+    typer.echo(response.text)
+    for header in ("X-Model-Version", "X-Cache"):
+        typer.echo(f"{header}: {response.headers.get(header, '-')}", err=True)

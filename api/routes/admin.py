@@ -1,0 +1,164 @@
+"""Admin API: models, versions, promotion, aliases, history, cache purge, plugins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api.deps import AdminDep, RegistryDep, ServicesDep, require_admin
+from api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback
+from registry.errors import Invalid
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["artifact"],
+            "properties": {
+                "artifact": {"type": "string", "format": "binary",
+                             "description": "the model file: ONNX, TorchScript, .pt2, or a plugin's format"},
+                "metadata": {"type": "string",
+                             "description": 'JSON: {"signature": {...}, "format": "...", any free keys}'},
+            },
+        }}},
+    }
+}
+
+
+@router.post("/models", status_code=201)
+def create_model(body: ModelCreate, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> dict[str, Any]:
+    """Register a model under a unique name, served by the named runtime plugin."""
+    services.plugins.get(body.runtime)  # 422 naming the available runtimes when it is unknown
+    policy = body.model_dump(exclude={"name", "runtime"}, exclude_none=True)
+    return registry.create_model(body.name, body.runtime, actor=admin.name, **policy).to_dict()
+
+
+@router.get("/models")
+def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
+    return [m.to_dict() for m in registry.list_models()]
+
+
+@router.get("/models/{name}")
+def get_model(name: str, registry: RegistryDep) -> dict[str, Any]:
+    return registry.get_model(name).to_dict()
+
+
+@router.patch("/models/{name}")
+def update_model(name: str, body: ModelPolicy, registry: RegistryDep, services: ServicesDep,
+                 admin: AdminDep) -> dict[str, Any]:
+    """Change description, tags, cache or batching policy, or device; only the fields sent."""
+    record = registry.update_model(name, body.model_dump(exclude_unset=True), actor=admin.name)
+    services.changed(name)
+    return record.to_dict()
+
+
+@router.delete("/models/{name}", status_code=204)
+def delete_model(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> Response:
+    registry.delete_model(name, actor=admin.name)
+    services.changed(name)
+    return Response(status_code=204)
+
+
+@router.post("/models/{name}/versions", status_code=201, openapi_extra=UPLOAD_FORM)
+async def upload_version(name: str, request: Request, registry: RegistryDep, admin: AdminDep) -> JSONResponse:
+    """Upload an artifact (multipart field ``artifact``, optional JSON field ``metadata``)."""
+    await run_in_threadpool(registry.get_model, name)  # 404 before the body is read
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        artifact = form.get("artifact")
+        if not isinstance(artifact, UploadFile):
+            raise Invalid("send the model file in a multipart/form-data field named 'artifact'")
+        metadata = _metadata(form.get("metadata"))
+        record = await run_in_threadpool(registry.upload_version, name, artifact.file, filename=artifact.filename,
+                                         metadata=metadata, actor=admin.name)
+    finally:
+        await form.close()
+    return JSONResponse(record.to_dict(), status_code=201)
+
+
+def _metadata(raw: object) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, str):
+        raise Invalid("the 'metadata' field must be a JSON string, not a file")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"the 'metadata' field is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise Invalid('the \'metadata\' field must be a JSON object, e.g. {"signature": {...}}')
+    return value
+
+
+@router.get("/models/{name}/versions")
+def list_versions(name: str, registry: RegistryDep) -> list[dict[str, Any]]:
+    return [v.to_dict() for v in registry.list_versions(name)]
+
+
+@router.get("/models/{name}/versions/{version}")
+def get_version(name: str, version: int, registry: RegistryDep) -> dict[str, Any]:
+    return registry.get_version(name, version).to_dict()
+
+
+@router.post("/models/{name}/promote")
+def promote(name: str, body: Promote, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> dict[str, Any]:
+    """Make ``version`` the production version; cached answers of the old one stop being served."""
+    change = registry.promote(name, body.version, actor=admin.name)
+    services.changed(name)
+    return change.to_dict()
+
+
+@router.post("/models/{name}/rollback")
+def rollback(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep,
+             body: Rollback | None = None) -> dict[str, Any]:
+    """Return production to the previous version (or to ``version``)."""
+    change = registry.rollback(name, body.version if body else None, actor=admin.name)
+    services.changed(name)
+    return change.to_dict()
+
+
+@router.get("/models/{name}/aliases")
+def list_aliases(name: str, registry: RegistryDep) -> dict[str, int]:
+    return registry.get_model(name).aliases
+
+
+@router.put("/models/{name}/aliases/{alias}")
+def set_alias(name: str, alias: str, body: AliasSet, registry: RegistryDep, services: ServicesDep,
+              admin: AdminDep) -> dict[str, Any]:
+    record = registry.set_alias(name, alias, body.version, actor=admin.name)
+    services.changed(name)
+    return {"model": name, "alias": alias, "version": record.aliases[alias]}
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204)
+def delete_alias(name: str, alias: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> Response:
+    registry.delete_alias(name, alias, actor=admin.name)
+    services.changed(name)
+    return Response(status_code=204)
+
+
+@router.get("/models/{name}/history")
+def history(name: str, registry: RegistryDep) -> list[dict[str, Any]]:
+    """Every change to the model, oldest first: action, versions, actor, time."""
+    return [h.to_dict() for h in registry.history(name)]
+
+
+@router.delete("/models/{name}/cache")
+def purge_cache(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> dict[str, Any]:
+    """Drop every cached answer of the model at once (a new cache generation; O(1))."""
+    change = registry.purge_cache(name, actor=admin.name)
+    services.changed(name)
+    return change.to_dict()
+
+
+@router.get("/plugins")
+def plugins(services: ServicesDep) -> list[dict[str, Any]]:
+    """Every installed runtime plugin with its status, version, formats and devices."""
+    return [status.to_dict() for status in services.plugins.statuses()]

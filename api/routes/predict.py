@@ -1,0 +1,55 @@
+"""Predict routes: bytes in, the Serving engine decides, bytes out with version and cache headers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header, Request, Response
+
+from api.deps import ServingDep
+from api.serving import CacheControl, Prediction
+
+router = APIRouter(tags=["predict"])
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["inputs"],
+            "properties": {"inputs": {
+                "description": "a nested list for a one-input model, or {input name: nested list}",
+                "oneOf": [{"type": "array", "items": {}}, {"type": "object"}]}},
+        }}},
+    },
+    "responses": {"200": {
+        "description": '{"model", "version", "outputs"}; headers X-Model-Version and X-Cache',
+        "headers": {"X-Model-Version": {"schema": {"type": "integer"}},
+                    "X-Cache": {"schema": {"type": "string", "enum": ["hit", "miss", "coalesced", "bypass"]}}},
+    }},
+}
+
+
+def _answer(prediction: Prediction) -> Response:
+    return Response(content=prediction.body, media_type="application/json",
+                    headers={"X-Model-Version": str(prediction.version), "X-Cache": prediction.cache_status})
+
+
+@router.post("/models/{name}/predict", openapi_extra=PREDICT_BODY)
+async def predict(name: str, request: Request, serving: ServingDep,
+                  cache_control: str | None = Header(default=None)) -> Response:
+    """Predict with the model's production version."""
+    return _answer(await serving.predict(name, await request.body(), control=CacheControl.parse(cache_control)))
+
+
+@router.post("/models/{name}/versions/{version}/predict", openapi_extra=PREDICT_BODY)
+async def predict_version(name: str, version: int, request: Request, serving: ServingDep,
+                          cache_control: str | None = Header(default=None)) -> Response:
+    """Predict with one numbered version (it need not be live)."""
+    return _answer(await serving.predict(name, await request.body(), version=version,
+                                         control=CacheControl.parse(cache_control)))
+
+
+@router.post("/models/{name}/aliases/{alias}/predict", openapi_extra=PREDICT_BODY)
+async def predict_alias(name: str, alias: str, request: Request, serving: ServingDep,
+                        cache_control: str | None = Header(default=None)) -> Response:
+    """Predict with the version an alias (``staging``, ``canary`` …) points at."""
+    return _answer(await serving.predict(name, await request.body(), alias=alias,
+                                         control=CacheControl.parse(cache_control)))

@@ -1,0 +1,37 @@
+"""Request bodies of the admin API; unknown fields are refused so typos do not pass silently."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelPolicy(_Body):
+    description: str | None = Field(default=None, max_length=10_000)
+    tags: dict[str, str] | None = None
+    cache_enabled: bool | None = None
+    cache_ttl_seconds: int | None = Field(default=None, ge=0, description="0 = never cache; null = server default")
+    cache_max_value_bytes: int | None = Field(default=None, ge=0, description="answers larger than this are not cached")
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_delay_ms: int | None = Field(default=None, ge=0, le=10_000)
+    device: str | None = Field(default=None, description="auto, cpu, cuda or cuda:N; null = server default")
+
+
+class ModelCreate(ModelPolicy):
+    name: str = Field(description="letters, digits, '-', '_', '.'; 1-128 characters")
+    runtime: str = Field(description="a runtime plugin name, as GET /admin/plugins lists")
+
+
+class Promote(_Body):
+    version: int = Field(ge=1)
+
+
+class Rollback(_Body):
+    version: int | None = Field(default=None, ge=1)
+
+
+class AliasSet(_Body):
+    version: int = Field(ge=1)

@@ -1,0 +1,300 @@
+"""The prediction cache: first level, Redis behind a circuit breaker, single-flight and leases.
+
+``PredictionCache`` knows keys and bytes, not models: the caller builds the key (``keys.py``)
+and passes the model's TTL. Redis holds only disposable data, so every Redis failure degrades
+to computing the answer; none fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import redis.asyncio as aioredis
+from fakeredis import FakeServer
+from fakeredis.aioredis import FakeRedis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, WatchError
+
+from api.serving.breaker import BreakerState, CircuitBreaker
+from api.serving.first_level import FirstLevel
+from api.serving.keys import lease_key
+from api.serving.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
+T = TypeVar("T")
+
+
+class _Unavailable:
+    """Redis was not asked (breaker open) or did not answer."""
+
+
+_UNAVAILABLE = _Unavailable()
+
+
+@dataclass
+class CacheStats:
+    """Counters for /metrics; ``errors`` counts Redis calls that failed or timed out."""
+
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    bypass: int = 0
+    errors: int = 0
+    first_level_hits: int = 0
+    lease_waits: int = 0
+    oversized: int = 0
+
+
+def make_redis(url: str | None, *, timeout_seconds: float = 0.25) -> aioredis.Redis:
+    """A Redis client with short timeouts and no retries, or an in-process fake when ``url`` is None."""
+    if url is None:
+        # The embedded default goes through the same client API and the same cache code.
+        return FakeRedis(server=FakeServer())
+    # No retries: the breaker decides when to try again; a retried timeout would be paid per request.
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    return client
+
+
+class PredictionCache:
+    """Read-through cache of response bytes keyed by versioned prediction keys."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        breaker: CircuitBreaker,
+        first_level: FirstLevel | None,
+        lease_ms: int = 2000,
+        lease_poll_ms: int = 5,
+    ) -> None:
+        if lease_ms <= 0 or lease_poll_ms <= 0:
+            raise ValueError(f"lease_ms and lease_poll_ms must be > 0, got {lease_ms} and {lease_poll_ms}")
+        self._redis = redis
+        self._breaker = breaker
+        self._first_level = first_level
+        self._lease_ms = lease_ms
+        self._lease_poll = lease_poll_ms / 1000
+        self._flights = SingleFlight()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Values whose Redis write is still in flight: read-your-writes within this replica.
+        self._pending: dict[str, bytes] = {}
+        self.stats = CacheStats()
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        """The circuit breaker's state: ``closed``, ``open`` or ``half_open``."""
+        return self._breaker.state
+
+    async def ping(self) -> bool:
+        """Whether Redis answers PING now (for readiness); does not touch the breaker."""
+        try:
+            return bool(await self._redis.ping())
+        except Exception:  # any failure means "not reachable" for a health check
+            return False
+
+    async def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        *,
+        ttl_seconds: int,
+        read: bool = True,
+        write: bool = True,
+        max_value_bytes: int | None = None,
+    ) -> tuple[bytes, CacheStatus]:
+        """The cached response for ``key``, or ``compute()``'s, stored for ``ttl_seconds``."""
+        if ttl_seconds <= 0 or not (read or write):
+            self.stats.bypass += 1
+            return await compute(), "bypass"
+        redis_ok = True
+        if read:
+            value, redis_ok = await self._read(key)
+            if value is not None:
+                self.stats.hits += 1
+                return value, "hit"
+
+        async def fill() -> tuple[bytes, CacheStatus]:
+            return await self._fill(key, compute, ttl_seconds, read, write, max_value_bytes, redis_ok)
+
+        # Requests that may not read or may not write must not share a flight with those that do.
+        (value, status), joined = await self._flights.run(f"{key}|{int(read)}{int(write)}", fill)
+        if joined:
+            status = "coalesced"
+        if status == "coalesced":
+            self.stats.coalesced += 1
+        else:
+            self.stats.misses += 1
+        return value, status
+
+    async def drain(self) -> None:
+        """Wait for every background write and lease release (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _read(self, key: str) -> tuple[bytes | None, bool]:
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending, True
+        if self._first_level is not None:
+            value = self._first_level.get(key)
+            if value is not None:
+                self.stats.first_level_hits += 1
+                return value, True
+            found = await self._call(lambda: self._get_with_ttl(key))
+            if isinstance(found, _Unavailable):
+                return None, False
+            value, pttl = found
+            self._remember(key, value, pttl)
+            return value, True
+        raw = await self._call(lambda: self._redis.get(key))
+        if isinstance(raw, _Unavailable):
+            return None, False
+        return raw, True
+
+    async def _fill(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl_seconds: int,
+        read: bool,
+        write: bool,
+        max_value_bytes: int | None,
+        redis_ok: bool,
+    ) -> tuple[bytes, CacheStatus]:
+        lease: tuple[str, str] | None = None
+        # Only a request that will both accept and store a shared value takes part in leases;
+        # after a failed read this request has already paid for Redis once, so it does not wait.
+        if read and write and redis_ok:
+            name, token = lease_key(key), secrets.token_hex(8)
+            acquired = await self._call(lambda: self._redis.set(name, token, nx=True, px=self._lease_ms))
+            if acquired is True:
+                lease = (name, token)
+            elif not isinstance(acquired, _Unavailable):
+                value = await self._wait_for_value(key, name)
+                if value is not None:
+                    return value, "coalesced"
+        try:
+            value = await compute()
+        except BaseException:
+            if lease is not None:
+                self._background(self._release(*lease))
+            raise
+        if not write or (max_value_bytes is not None and len(value) > max_value_bytes):
+            if write:
+                self.stats.oversized += 1
+            if lease is not None:
+                self._background(self._release(*lease))
+            return value, "miss"
+        # The lease is left to expire: replicas polling for this key find the value first.
+        if self._first_level is not None:
+            self._first_level.put(key, value, ttl_seconds)
+        self._pending[key] = value
+        self._background(self._write(key, value, ttl_seconds))
+        return value, "miss"
+
+    async def _wait_for_value(self, key: str, lease_name: str) -> bytes | None:
+        self.stats.lease_waits += 1
+        loop = asyncio.get_running_loop()
+        # Never longer than the lease itself lives: then this replica computes (never hangs).
+        deadline = loop.time() + self._lease_ms / 1000
+        delay = self._lease_poll
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            found = await self._call(lambda: self._poll(key, lease_name))
+            if isinstance(found, _Unavailable):
+                return None
+            value, pttl, lease_pttl = found
+            if value is not None:
+                self._remember(key, value, pttl)
+                return value
+            if lease_pttl < 0:  # the holder gave up (released) or its lease expired
+                return None
+            # Back off a little so a slow computation is not polled hundreds of times.
+            delay = min(delay * 2, self._lease_poll * 8)
+        return None
+
+    def _remember(self, key: str, value: bytes | None, pttl: int) -> None:
+        # The first level keeps a Redis value only as long as Redis itself would.
+        if self._first_level is not None and value is not None and pttl > 0:
+            self._first_level.put(key, value, pttl / 1000)
+
+    async def _get_with_ttl(self, key: str) -> tuple[bytes | None, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = await pipe.execute()
+        return value, int(pttl)
+
+    async def _poll(self, key: str, lease_name: str) -> tuple[bytes | None, int, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            pipe.pttl(lease_name)
+            value, pttl, lease_pttl = await pipe.execute()
+        return value, int(pttl), int(lease_pttl)
+
+    async def _write(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        try:
+            await self._call(lambda: self._redis.set(key, value, ex=ttl_seconds))
+        finally:
+            if self._pending.get(key) is value:
+                del self._pending[key]
+
+    async def _release(self, name: str, token: str) -> None:
+        async def compare_and_delete() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(name)
+                    if await pipe.get(name) == token.encode():
+                        pipe.multi()
+                        pipe.delete(name)
+                        await pipe.execute()
+                except WatchError:
+                    pass  # the lease changed hands meanwhile: it is not ours to delete
+
+        await self._call(compare_and_delete)
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T | _Unavailable:
+        if not self._breaker.allow():
+            return _UNAVAILABLE
+        before = self._breaker.state
+        try:
+            result = await op()
+        except Exception as exc:  # Redis holds only disposable data: no failure may reach a request
+            self.stats.errors += 1
+            self._breaker.record_failure()
+            if not isinstance(exc, (RedisError, OSError)):
+                log.exception("unexpected error from the Redis client; serving uncached")
+            elif before == "closed" and self._breaker.state == "open":
+                log.warning("Redis unavailable (%s: %s); serving uncached while the breaker is open", type(exc).__name__, exc)
+            else:
+                log.debug("Redis call failed: %r", exc)
+            return _UNAVAILABLE
+        self._breaker.record_success()
+        if before == "half_open":
+            log.info("Redis answers again; cache resumed")
+        return result
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cache background task failed", exc_info=task.exception())

@@ -1,0 +1,244 @@
+"""JSON payloads to numpy arrays and back, and the canonical digest of a model's inputs.
+
+The digest is taken over the decoded tensors (name, dtype, shape, bytes), never over the JSON
+text, so every spelling of the same tensors (whitespace, key order, ``1`` or ``1.0`` for a float
+input) shares one cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from api.serving.errors import InvalidInput
+from plugins.base import Signature, TensorSpec
+
+# Bumped whenever the digest's byte layout changes, so old and new keys never collide.
+_DIGEST_VERSION = b"modelreg-inputs-v1"
+_TEXT = "str"
+
+
+@dataclass(frozen=True)
+class DecodedInputs:
+    """Named input arrays in signature order, and whether the client sent them by name."""
+
+    arrays: dict[str, np.ndarray]
+    named: bool
+
+
+def _shape_text(spec: TensorSpec) -> str:
+    dims = ["batch" if d is None and i == 0 else "*" if d is None else str(d) for i, d in enumerate(spec.shape)]
+    return f"[{', '.join(dims)}]"
+
+
+def _expected(spec: TensorSpec) -> str:
+    kind = "text" if spec.dtype == _TEXT else spec.dtype
+    return f"input {spec.name!r}: expected {kind} with shape {_shape_text(spec)}"
+
+
+def _body_shape(signature: Signature) -> str:
+    names = [s.name for s in signature.inputs]
+    if len(names) == 1:
+        return f'{{"inputs": <nested list>}} or {{"inputs": {{"{names[0]}": <nested list>}}}}'
+    fields = ", ".join(f'"{n}": <nested list>' for n in names)
+    return f'{{"inputs": {{{fields}}}}}'
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"text ({value[:20]!r})"
+    if isinstance(value, list):
+        return "nested lists of different lengths or depths"
+    return "a JSON object" if isinstance(value, dict) else type(value).__name__
+
+
+def _to_text(spec: TensorSpec, value: Any) -> np.ndarray:
+    try:
+        array = np.array(value, dtype=object)
+    except ValueError:
+        raise InvalidInput(f"{_expected(spec)}, got nested lists of different lengths or depths") from None
+    for item in array.flat:
+        if not isinstance(item, str):
+            raise InvalidInput(f"{_expected(spec)}, got {_json_kind(item)}")
+    return array
+
+
+def _to_numeric(spec: TensorSpec, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{_expected(spec)}, got nested lists of different lengths or depths") from None
+    if array.dtype.kind == "O":
+        for item in array.flat:
+            if isinstance(item, list):
+                raise InvalidInput(f"{_expected(spec)}, got nested lists of different lengths or depths")
+        for item in array.flat:
+            if isinstance(item, int) and not isinstance(item, bool):
+                continue
+            raise InvalidInput(f"{_expected(spec)}, got {_json_kind(item)}")
+        # Only integers too large for int64/uint64 end up here.
+        raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
+    return array
+
+
+def _check_shape(spec: TensorSpec, array: np.ndarray) -> None:
+    fits = array.ndim == len(spec.shape) and all(d is None or d == n for d, n in zip(spec.shape, array.shape))
+    if not fits:
+        raise InvalidInput(f"{_expected(spec)}, got shape [{', '.join(str(n) for n in array.shape)}]")
+
+
+def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    target = np.dtype(spec.dtype)
+    kind = array.dtype.kind
+    if kind in "US":
+        raise InvalidInput(f"{_expected(spec)}, got text")
+    if target.kind == "b":
+        if kind != "b":
+            raise InvalidInput(f"{_expected(spec)} (true/false), got numbers")
+        return array
+    if kind == "b":
+        raise InvalidInput(f"{_expected(spec)}, got true/false")
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = array.astype(target)
+        if not np.all(np.isfinite(out)):
+            raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
+        return out
+    info = np.iinfo(target)
+    if array.size == 0:
+        return array.astype(target)
+    if kind == "f":
+        if not np.all(array == np.trunc(array)):
+            bad = array[array != np.trunc(array)].flat[0]
+            raise InvalidInput(f"{_expected(spec)}, got a non-integral number ({float(bad)!r})")
+        # float(info.max) rounds up for 64-bit types, so compare against max + 1, which is exact.
+        if array.min() < info.min or array.max() >= float(info.max) + 1:
+            raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
+        return array.astype(target)
+    low, high = int(array.min()), int(array.max())
+    if low < info.min or high > info.max:
+        raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
+    return array.astype(target)
+
+
+def _decode_one(spec: TensorSpec, value: Any) -> np.ndarray:
+    if spec.dtype == _TEXT:
+        array = _to_text(spec, value)
+        _check_shape(spec, array)
+        return array
+    array = _to_numeric(spec, value)
+    _check_shape(spec, array)
+    return _cast(spec, array)  # asarray and astype of nested lists are C-contiguous already
+
+
+def decode_json_inputs(body: bytes, signature: Signature) -> DecodedInputs:
+    """Parse ``{"inputs": ...}`` and convert each input to its signature dtype and shape."""
+    expected_body = _body_shape(signature)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON ({exc}); send {expected_body}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise InvalidInput(f'request body has no "inputs" field; send {expected_body}')
+    if not signature.inputs:
+        raise InvalidInput("this model declares no inputs, so it cannot be called with a JSON payload")
+    raw = payload["inputs"]
+    specs = {s.name: s for s in signature.inputs}
+    named = isinstance(raw, dict)
+    if not named:
+        if len(specs) > 1:
+            raise InvalidInput(f"this model takes {len(specs)} inputs ({', '.join(map(repr, specs))}); send {expected_body}")
+        raw = {signature.inputs[0].name: raw}
+    missing = [n for n in specs if n not in raw]
+    unknown = [n for n in raw if n not in specs]
+    if missing or unknown:
+        parts = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
+            [f"unknown {', '.join(map(repr, unknown))}"] if unknown else []
+        )
+        raise InvalidInput(f"inputs do not match the model ({'; '.join(parts)}); send {expected_body}")
+    arrays = {spec.name: _decode_one(spec, raw[spec.name]) for spec in signature.inputs}
+    _check_batch(signature, arrays)
+    return DecodedInputs(arrays=arrays, named=named)
+
+
+def _check_batch(signature: Signature, arrays: Mapping[str, np.ndarray]) -> None:
+    # The batcher stacks and splits along axis 0, so every input must agree on its length.
+    if len(arrays) < 2 or not signature.batched:
+        return
+    sizes = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{n!r}: {s}" for n, s in sizes.items())
+        raise InvalidInput(f"inputs must share their first (batch) dimension, got {listed}")
+
+
+def _update_u64(h: Any, n: int) -> None:
+    h.update(n.to_bytes(8, "little"))
+
+
+def _update_bytes(h: Any, data: bytes) -> None:
+    _update_u64(h, len(data))
+    h.update(data)
+
+
+def input_digest(arrays: Mapping[str, np.ndarray], *, response_format: str = "") -> str:
+    """Hex blake2b-128 of the inputs: sorted names, dtype, shape and C-order bytes of each.
+
+    ``response_format`` names the encoding of the bytes cached under this digest (say "json",
+    "json-named", "v2"): the same tensors answered in two shapes must not share a key.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(_DIGEST_VERSION)
+    _update_bytes(h, response_format.encode("utf-8"))
+    _update_u64(h, len(arrays))
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        _update_bytes(h, name.encode("utf-8"))
+        text = array.dtype.kind in "OU"
+        _update_bytes(h, b"text" if text else array.dtype.str.encode("ascii"))
+        _update_u64(h, array.ndim)
+        for n in array.shape:
+            _update_u64(h, n)
+        if text:
+            for item in array.flat:
+                if not isinstance(item, str):
+                    raise TypeError(f"input {name!r}: text arrays may hold only str, found {type(item).__name__}")
+                _update_bytes(h, item.encode("utf-8"))
+        else:
+            # A flat uint8 view: no copy for contiguous arrays, and any dtype (0-d too) becomes bytes.
+            h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def _default(obj: Any) -> Any:
+    # orjson hands over what it cannot serialize natively: text/object and non-contiguous
+    # arrays, 0-d arrays, numpy scalars of unsupported types.
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def encode_prediction(model: str, version: int, outputs: Mapping[str, np.ndarray], named: bool) -> bytes:
+    """The response body: ``{"model", "version", "outputs"}``; outputs a dict when named or several."""
+    body: Any
+    if named or len(outputs) != 1:
+        body = dict(outputs)
+    else:
+        body = next(iter(outputs.values()))
+    return orjson.dumps(
+        {"model": model, "version": version, "outputs": body},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+        default=_default,
+    )

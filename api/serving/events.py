@@ -1,0 +1,87 @@
+"""Keeping replicas in step: change events over Redis pub/sub, and polling as the safety net."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from api.serving.keys import events_channel
+from api.serving.manager import ModelManager
+
+log = logging.getLogger("modelreg.events")
+
+
+class ChangeFeed:
+    """Publishes ``model changed`` and refreshes the manager on every message or poll tick."""
+
+    def __init__(self, manager: ModelManager, publisher: aioredis.Redis, *, prefix: str,
+                 subscribe_url: str | None, poll_interval: float) -> None:
+        self._manager = manager
+        self._publisher = publisher
+        self._channel = events_channel(prefix)
+        self._subscribe_url = subscribe_url
+        self._poll_interval = poll_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self.received = 0
+
+    async def publish(self, model: str) -> None:
+        """Tell every replica; a lost message only delays them until their next poll."""
+        try:
+            await self._publisher.publish(self._channel, model)
+        except Exception as exc:  # Redis down must not undo or fail a committed change
+            log.warning("could not publish a change of %s (%s); replicas will see it on their next poll",
+                        model, type(exc).__name__)
+
+    def start(self, *extra: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._poll(), name="modelreg-poll"))
+        if self._subscribe_url is not None:
+            self._tasks.append(asyncio.create_task(self._listen(self._subscribe_url), name="modelreg-events"))
+        for job in extra:
+            self._tasks.append(asyncio.create_task(job()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                await asyncio.to_thread(self._manager.refresh)
+            except Exception as exc:  # database down: keep serving what is loaded
+                log.warning("registry poll failed (%s: %s); serving the versions already loaded",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+    async def _listen(self, url: str) -> None:
+        while True:
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                # Anything may have changed while we were not listening.
+                await asyncio.to_thread(self._manager.refresh)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    self.received += 1
+                    name = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
+                    await asyncio.to_thread(self._manager.refresh, name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("change events unavailable (%s); polling every %.1fs until Redis is back",
+                            type(exc).__name__, self._poll_interval)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()

@@ -1,0 +1,114 @@
+"""Every Redis key and channel name the server uses, built here and nowhere else.
+
+Prediction keys:  ``{prefix}:p:{model}:g{generation}:v{version}:{sha256[:12]}:{input digest}``
+Leases:           ``{prefix}:l:{model}:g{generation}:v{version}:{sha256[:12]}:{input digest}``
+Change events:    ``{prefix}:events`` (a pub/sub channel)
+
+The key carries the generation (bumped by promotion, rollback and purge in SQL) and the
+version that computed the value, so invalidation is a new key, never a SCAN/DEL. Model names
+are ``[A-Za-z0-9._-]{1,128}``, so ``:`` never occurs inside one; keys are parsed from the right
+so a prefix may itself contain ``:``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_SHA_PREFIX_LEN = 12
+_HEX = re.compile(r"[0-9a-f]+")
+_GENERATION = re.compile(r"g([0-9]+)")
+_VERSION = re.compile(r"v([0-9]+)")
+_PREDICTION = "p"
+_LEASE = "l"
+_GLOB_SPECIALS = re.compile(r"([\\*?\[\]])")
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Where one model version's predictions live: prefix, model, generation, version, artifact."""
+
+    prefix: str
+    model: str
+    generation: int
+    version: int
+    artifact_sha256: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ValueError(f"cache prefix {self.prefix!r} must be non-empty and contain no whitespace")
+        if not MODEL_NAME.fullmatch(self.model):
+            raise ValueError(f"model name {self.model!r} must be 1-128 of letters, digits, '.', '_', '-'")
+        if self.generation < 0 or self.version < 0:
+            raise ValueError(f"generation and version must be >= 0, got {self.generation} and {self.version}")
+        sha = self.artifact_sha256.lower()
+        if len(sha) < _SHA_PREFIX_LEN or not _HEX.fullmatch(sha):
+            raise ValueError(f"artifact sha256 {self.artifact_sha256!r} must be hex, at least {_SHA_PREFIX_LEN} digits")
+
+
+def prediction_key(ns: Namespace, input_digest: str) -> str:
+    """The cache key of one prediction: the namespace plus the canonical input digest."""
+    if not input_digest or ":" in input_digest:
+        raise ValueError(f"input digest {input_digest!r} must be non-empty and contain no ':'")
+    sha = ns.artifact_sha256.lower()[:_SHA_PREFIX_LEN]
+    return f"{ns.prefix}:{_PREDICTION}:{ns.model}:g{ns.generation}:v{ns.version}:{sha}:{input_digest}"
+
+
+def _glob_escape(text: str) -> str:
+    return _GLOB_SPECIALS.sub(r"\\\1", text)
+
+
+def model_scan_pattern(prefix: str, model: str) -> str:
+    """SCAN MATCH pattern for every prediction of one model, all generations and versions."""
+    if not MODEL_NAME.fullmatch(model):
+        raise ValueError(f"model name {model!r} must be 1-128 of letters, digits, '.', '_', '-'")
+    return f"{_glob_escape(prefix)}:{_PREDICTION}:{_glob_escape(model)}:*"
+
+
+def all_predictions_pattern(prefix: str) -> str:
+    """SCAN MATCH pattern for every prediction under a prefix."""
+    return f"{_glob_escape(prefix)}:{_PREDICTION}:*"
+
+
+def _split(key: str) -> list[str] | None:
+    # prefix, kind, model, gN, vN, sha12, digest: split from the right, the prefix may hold ':'.
+    parts = key.rsplit(":", 6)
+    if len(parts) != 7 or not parts[0]:
+        return None
+    return parts
+
+
+def parse_prediction_key(key: str | bytes) -> tuple[str, int, int] | None:
+    """``(model, generation, version)`` of a prediction key, or None if it is not one."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    parts = _split(key)
+    if parts is None:
+        return None
+    _, kind, model, gen, ver, sha, digest = parts
+    if kind != _PREDICTION or not MODEL_NAME.fullmatch(model) or not digest:
+        return None
+    if len(sha) != _SHA_PREFIX_LEN or not _HEX.fullmatch(sha):
+        return None
+    g, v = _GENERATION.fullmatch(gen), _VERSION.fullmatch(ver)
+    if g is None or v is None:
+        return None
+    return model, int(g.group(1)), int(v.group(1))
+
+
+def lease_key(prediction_key: str) -> str:
+    """The short-lived lease that says one replica is computing ``prediction_key``."""
+    parts = _split(prediction_key)
+    if parts is None or parts[1] != _PREDICTION:
+        raise ValueError(f"{prediction_key!r} is not a prediction key")
+    parts[1] = _LEASE
+    return ":".join(parts)
+
+
+def events_channel(prefix: str) -> str:
+    """The pub/sub channel that carries registry change events between replicas."""
+    return f"{prefix}:events"

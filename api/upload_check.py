@@ -1,0 +1,54 @@
+"""Upload validation (invariant 5): the model's runtime loads the artifact and runs it once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from plugins.base import LoadOptions, PluginError, Signature, resolve_device
+from plugins.discovery import PluginSet
+from plugins.formats import detect_format, is_pickle
+from plugins.validation import validate
+from registry import Invalid, StoredArtifact, Validated
+
+
+class PluginValidator:
+    """Implements the registry's Validator with the installed runtime plugins."""
+
+    def __init__(self, plugins: PluginSet, default_device: str) -> None:
+        self._plugins = plugins
+        self._default_device = default_device
+
+    def __call__(self, runtime_name: str, artifact: StoredArtifact, filename: str | None,
+                 metadata: Mapping[str, Any], device: str | None) -> Validated:
+        declared = metadata.get("format")
+        if declared is not None and not isinstance(declared, str):
+            raise Invalid("metadata 'format' must be a string such as \"onnx\", \"torchscript\" or \"pt2\"")
+        signature = _signature(metadata.get("signature"))
+        fmt = detect_format(filename, artifact.path, declared)
+        if is_pickle(artifact.path):
+            return Validated(format=fmt, signature=None, error=(
+                "this file is a Python pickle (torch.save or pickle.dump): pickles can run code and are refused; "
+                "upload TorchScript (torch.jit.save), a torch.export program (.pt2) or ONNX"))
+        try:
+            runtime = self._plugins.get(runtime_name)
+            if fmt not in runtime.formats:
+                return Validated(format=fmt, signature=None, error=(
+                    f"runtime {runtime_name!r} loads {', '.join(sorted(runtime.formats))}, not {fmt!r}; "
+                    "set metadata 'format' if the file name does not say it"))
+            target = resolve_device(device or self._default_device, runtime.devices())
+            found = validate(runtime, artifact.path, target, LoadOptions(format=fmt, signature=signature))
+        except PluginError as exc:
+            return Validated(format=fmt, signature=signature.to_dict() if signature else None, error=str(exc))
+        return Validated(format=fmt, signature=found.to_dict())
+
+
+def _signature(raw: object) -> Signature | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise Invalid('metadata \'signature\' must be an object: {"inputs": [...], "outputs": [...]}')
+    try:
+        return Signature.from_dict(raw)
+    except ValueError as exc:
+        raise Invalid(f"metadata 'signature' is not usable: {exc}") from exc

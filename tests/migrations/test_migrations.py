@@ -1,0 +1,40 @@
+"""The schema comes only from migrations, and migrations match the models exactly."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from registry import SchemaOutOfDate, schema
+from registry.db import Base, make_engine
+
+
+def test_upgrade_downgrade_and_upgrade_again(database_url: str) -> None:
+    schema.upgrade(database_url)
+    engine = make_engine(database_url)
+    assert {"models", "versions", "aliases", "history"} <= set(inspect(engine).get_table_names())
+    schema.downgrade(database_url, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    schema.upgrade(database_url)
+    assert schema.current_revision(engine) == schema.head_revision(database_url)
+    engine.dispose()
+
+
+def test_autogenerate_finds_no_difference_between_models_and_migrations(database_url: str) -> None:
+    schema.upgrade(database_url)
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_an_older_schema_is_refused_with_the_command_to_run(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with pytest.raises(SchemaOutOfDate, match="run `modelreg db upgrade`"):
+        schema.ensure_current(engine, database_url)
+    schema.upgrade(database_url)
+    schema.ensure_current(engine, database_url)
+    engine.dispose()

@@ -1,0 +1,101 @@
+"""Every cache key is versioned, parses back, and leases and channels stay out of the key space."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import pytest
+
+from api.serving.keys import (
+    Namespace,
+    all_predictions_pattern,
+    events_channel,
+    lease_key,
+    model_scan_pattern,
+    parse_prediction_key,
+    prediction_key,
+)
+
+SHA = "0123456789abcdef" * 4
+NS = Namespace(prefix="mr", model="iris.v2_x-1", generation=7, version=3, artifact_sha256=SHA)
+
+
+def test_prediction_key_carries_model_generation_version_and_artifact() -> None:
+    assert prediction_key(NS, "d1g3st") == "mr:p:iris.v2_x-1:g7:v3:0123456789ab:d1g3st"
+
+
+def test_prediction_key_parses_back() -> None:
+    key = prediction_key(NS, "d1g3st")
+    assert parse_prediction_key(key) == ("iris.v2_x-1", 7, 3)
+    assert parse_prediction_key(key.encode()) == ("iris.v2_x-1", 7, 3)
+
+
+def test_prefix_may_contain_colons() -> None:
+    ns = Namespace(prefix="team:a", model="m", generation=1, version=2, artifact_sha256=SHA)
+    key = prediction_key(ns, "abc")
+    assert parse_prediction_key(key) == ("m", 1, 2)
+    assert fnmatchcase(key, all_predictions_pattern("team:a"))
+
+
+def test_every_namespace_part_changes_the_key() -> None:
+    base = prediction_key(NS, "abc")
+    others = [
+        Namespace("mr", NS.model, 8, 3, SHA),
+        Namespace("mr", NS.model, 7, 4, SHA),
+        Namespace("mr", NS.model, 7, 3, "f" * 64),
+        Namespace("mr", "other", 7, 3, SHA),
+        Namespace("mr2", NS.model, 7, 3, SHA),
+    ]
+    keys = {prediction_key(ns, "abc") for ns in others}
+    assert base not in keys and len(keys) == len(others)
+
+
+def test_non_prediction_keys_do_not_parse() -> None:
+    key = prediction_key(NS, "abc")
+    for other in [lease_key(key), events_channel("mr"), "mr:p:m:gx:v1:0123456789ab:abc", "mr:p:m:g1:v1:short:abc",
+                  "mr:p:bad name:g1:v1:0123456789ab:abc", "p:m:g1:v1:0123456789ab", b"\xff\xfe", "", "mr:p:m:g\u00b2:v1:0123456789ab:a"]:
+        assert parse_prediction_key(other) is None, other
+
+
+def test_lease_is_outside_the_prediction_scan() -> None:
+    key = prediction_key(NS, "abc")
+    lease = lease_key(key)
+    assert lease != key and lease.startswith("mr:")
+    assert not fnmatchcase(lease, all_predictions_pattern("mr"))
+    assert fnmatchcase(key, all_predictions_pattern("mr"))
+
+
+def test_model_scan_pattern_matches_only_that_model() -> None:
+    pattern = model_scan_pattern("mr", "iris")
+    assert fnmatchcase(prediction_key(Namespace("mr", "iris", 1, 1, SHA), "a"), pattern)
+    assert not fnmatchcase(prediction_key(Namespace("mr", "iris2", 1, 1, SHA), "a"), pattern)
+
+
+def test_glob_characters_in_the_prefix_are_escaped() -> None:
+    assert all_predictions_pattern("a*b") == "a\\*b:p:*"
+
+
+def test_events_channel_is_under_the_prefix() -> None:
+    assert events_channel("mr") == "mr:events"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "has space"}, "model name"),
+        ({"model": "x" * 129}, "model name"),
+        ({"prefix": ""}, "cache prefix"),
+        ({"generation": -1}, "generation and version"),
+        ({"artifact_sha256": "not-hex-at-all"}, "artifact sha256"),
+    ],
+)
+def test_namespace_refuses_bad_parts(kwargs: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {"prefix": "mr", "model": "m", "generation": 1, "version": 1, "artifact_sha256": SHA}
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        Namespace(**fields)  # type: ignore[arg-type]
+
+
+def test_digest_with_a_colon_is_refused() -> None:
+    with pytest.raises(ValueError, match="contain no ':'"):
+        prediction_key(NS, "a:b")
