@@ -66,7 +66,10 @@ def resolve_admin_token(settings: Settings) -> str:
 def _generate(path: Path) -> str:
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker of this server generated it a moment ago
+        return path.read_text().strip()
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
     # The token itself never reaches a log: only where to read it.

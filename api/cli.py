@@ -48,6 +48,7 @@ PLUGIN_COLUMNS = [("name", "NAME"), ("status", "STATUS"), ("distribution", "DIST
 # output ---------------------------------------------------------------------------------------
 
 def print_json(data: Any) -> None:
+    """The server's JSON, indented, on stdout."""
     typer.echo(json.dumps(data, indent=2))
 
 
@@ -97,6 +98,7 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
 # arguments ------------------------------------------------------------------------------------
 
 def parse_tags(values: list[str] | None) -> dict[str, str] | None:
+    """``--tag KEY=VALUE`` options as a dict (None when none was given)."""
     if not values:
         return None
     tags = {}
@@ -130,7 +132,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Restart on code changes (development).")] = False,
+    reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Restart on code changes (dev).")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the API server; every setting comes from MODELREG_* environment variables."""
@@ -186,6 +188,7 @@ def revisions(url: str) -> tuple[str | None, str | None]:
 
 
 def shown_url(url: str) -> str:
+    """``url`` without its password."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
@@ -211,7 +214,8 @@ def migrate(action: str, revision: str, as_json: bool) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head", as_json: AsJson = False) -> None:
+def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+               as_json: AsJson = False) -> None:
     """Upgrade the registry schema (MODELREG_DATABASE_URL, default the embedded SQLite file)."""
     migrate("upgrade", revision, as_json)
 
@@ -341,7 +345,7 @@ def upload(
     name: Name,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The artifact.")],
     metadata: Annotated[str | None, typer.Option(help="JSON object: signature and free keys ('-' = stdin).")] = None,
-    metadata_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Metadata from a file.")] = None,
+    metadata_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Metadata file.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Artifact format when the name does not say it.")] = None,
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
@@ -370,6 +374,7 @@ def versions(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: A
 
 
 def print_change(change: dict[str, Any]) -> None:
+    """What promote or rollback did to production, in one line."""
     model, previous, production = change.get("model"), change.get("previous"), change.get("production")
     if previous == production:
         out.print(Text(f"{model}: version {production} is already in production"))
@@ -387,9 +392,11 @@ def promote(name: Name, version: Annotated[int, typer.Argument(min=1, help="The 
 
 
 @app.command()
-def rollback(name: Name,
-             to: Annotated[int | None, typer.Option("--to", min=1, help="Version to return to (default: the previous).")] = None,
-             url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+def rollback(
+    name: Name,
+    to: Annotated[int | None, typer.Option("--to", min=1, help="Version to return to (default: the previous).")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
     """Return production to the previous version (or to --to)."""
     body = {} if to is None else {"version": to}
     with connect(url, token) as client:
@@ -434,7 +441,8 @@ def purge(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJs
 @app.command()
 def predict(
     name: Name,
-    payload: Annotated[str, typer.Option("--json", help='Request body, e.g. \'{"inputs": [[1.0]]}\'; "-" = stdin, @file.')],
+    payload: Annotated[str, typer.Option(
+        "--json", help='Request body, e.g. \'{"inputs": [[1.0]]}\'; "-" reads stdin, @FILE a file.')],
     version: Annotated[int | None, typer.Option(min=1, help="A numbered version instead of production.")] = None,
     alias_name: Annotated[str | None, typer.Option("--alias", help="An alias instead of production.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute afresh (Cache-Control: no-cache).")] = False,

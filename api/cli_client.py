@@ -151,6 +151,7 @@ def connect(url: str, token: str | None, *, admin: bool = True) -> Iterator[Clie
 
 
 def model_path(name: str, *rest: str) -> str:
+    """``/admin/models/NAME/...`` with every part escaped, so a name cannot reach another route."""
     return "/admin/models/" + "/".join(quote(part, safe="") for part in (name, *rest))
 
 

@@ -92,8 +92,8 @@ class Signature:
             if array.ndim != len(spec.shape) or any(
                 want is not None and got != want for got, want in zip(array.shape, spec.shape)
             ):
-                shape = ["?" if d is None else d for d in spec.shape]
-                raise PluginError(f"input {spec.name!r} has shape {list(array.shape)}; the model takes {shape}")
+                shape = ", ".join("?" if d is None else str(d) for d in spec.shape)
+                raise PluginError(f"input {spec.name!r} has shape {list(array.shape)}; the model takes [{shape}]")
             arrays[spec.name] = array
         return arrays
 

@@ -71,16 +71,17 @@ class TorchRuntime:
                 module = program.module()
             except Exception as exc:
                 raise PluginError.caused_by("torch.export.load could not read this .pt2 archive", exc) from exc
-        return TorchModel(module, signature, device)
+        return TorchModel(module, signature, device, cyclic=options.format == "pt2")
 
 
 class TorchModel:
     """A TorchScript module or an exported program, called with the inputs in signature order."""
 
-    def __init__(self, module: Any, signature: Signature, device: str) -> None:
+    def __init__(self, module: Any, signature: Signature, device: str, *, cyclic: bool = False) -> None:
         self.signature = signature
         self.device = device
         self._module: Any = module
+        self._cyclic = cyclic
 
     def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch under ``torch.inference_mode``; outputs named by the signature, in order."""
@@ -102,7 +103,10 @@ class TorchModel:
     def unload(self) -> None:
         """Release the module and, on CUDA, the memory torch's allocator keeps cached."""
         self._module = None
-        gc.collect()  # TorchScript modules hold reference cycles; free their tensors now
+        if self._cyclic:
+            # An exported program's GraphModule and its graph point at each other, so its tensors
+            # wait for a full collection; TorchScript modules are freed by refcounting alone.
+            gc.collect()
         if self.device.startswith("cuda"):
             import torch
 

@@ -61,7 +61,7 @@ class Serving:
                       control: CacheControl = CacheControl()) -> Prediction:
         servable = await self.resolve(name, version, alias)
         inputs = self._decode(servable, body)
-        digest = input_digest(inputs.arrays) + (".n" if inputs.named else ".u")
+        digest = input_digest(inputs.arrays, response_format="n" if inputs.named else "u")
         key = prediction_key(Namespace(self._prefix, name, servable.state.generation, servable.version,
                                        servable.sha256), digest)
 

@@ -1,0 +1,96 @@
+"""Real processes: modelreg replicas under uvicorn, on the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import AUTH, TOKEN, echo_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Replica:
+    """One ``uvicorn api.app:create_app`` process with its own port and environment."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"replica exited at start:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"replica did not answer within {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def start_replicas(tmp_path: Path) -> Iterator[Callable[..., list[Replica]]]:
+    """Start N replicas sharing one database, one Redis and one artifact folder."""
+    started: list[Replica] = []
+
+    def _start(n: int, *, database_url: str, redis_url: str | None, **extra: str) -> list[Replica]:
+        env = {**os.environ, "MODELREG_DATABASE_URL": database_url, "MODELREG_ADMIN_TOKEN": TOKEN,
+               "MODELREG_DATA_DIR": str(tmp_path / "data"), "MODELREG_AUTO_MIGRATE": "true",
+               "MODELREG_POLL_INTERVAL_SECONDS": "0.5", "MODELREG_CACHE_PREFIX": f"modelreg-test-{uuid.uuid4().hex[:8]}",
+               "MODELREG_PLUGINS": "echo", **extra}
+        if redis_url is not None:
+            env["MODELREG_REDIS_URL"] = redis_url
+        replicas = [Replica(env, tmp_path / f"replica-{len(started) + i}.log") for i in range(n)]
+        for replica in replicas:
+            replica.start()
+            started.append(replica)
+        return replicas
+
+    yield _start
+    for replica in started:
+        replica.stop()
+
+
+def create_echo_model(url: str, name: str, offsets: list[float], **policy: object) -> None:
+    """Register an echo model with one version per offset (version v answers x + offsets[v-1])."""
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        assert client.post("/admin/models", json={"name": name, "runtime": "echo", **policy}).status_code == 201
+        for offset in offsets:
+            response = client.post(f"/admin/models/{name}/versions",
+                                   files={"artifact": ("m.json", echo_artifact(offset))})
+            assert response.status_code == 201 and response.json()["status"] == "ready", response.text
