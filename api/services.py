@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import anyio.from_thread
@@ -55,7 +56,7 @@ class Services:
 
     async def stop(self) -> None:
         await self.feed.stop()
-        await self.serving.cache.drain()
+        await self.serving.close()
         self.manager.close()
         self.engine.dispose()
 
@@ -76,12 +77,14 @@ def build_services(settings: Settings) -> Services:
         PluginValidator(plugins, settings.device), settings.max_artifact_bytes,
     )
     manager = ModelManager(registry, plugins, default_device=settings.device,
-                           grace_seconds=settings.unload_grace_seconds)
+                           grace_seconds=settings.unload_grace_seconds,
+                           intra_op_threads=settings.intra_op_threads)
     redis = make_redis(settings.redis_url)
     first_level = FirstLevel(settings.first_level_bytes) if settings.first_level_bytes > 0 else None
     cache = PredictionCache(redis, breaker=CircuitBreaker(), first_level=first_level)
     serving = Serving(manager, cache, prefix=settings.cache_prefix,
-                      default_ttl_seconds=settings.default_cache_ttl_seconds)
+                      default_ttl_seconds=settings.default_cache_ttl_seconds,
+                      inference_threads=settings.inference_threads or len(os.sched_getaffinity(0)))
     feed = ChangeFeed(manager, redis, prefix=settings.cache_prefix, subscribe_url=settings.redis_url,
                       poll_interval=settings.poll_interval_seconds)
     reaper = Reaper(redis, settings.cache_prefix, manager.live_generations)

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     reap_interval_seconds: float = Field(default=60.0, gt=0)
     """How often dead cache namespaces (old generations, deleted models) are reclaimed."""
 
+    inference_threads: int | None = Field(default=None, ge=1)
+    """Model executions run at once in this replica; default: the CPU cores it may use."""
+
+    intra_op_threads: int | None = Field(default=None, ge=1)
+    """Threads a runtime may use inside one execution (ONNX Runtime, PyTorch); default: theirs."""
+
     @field_validator("cache_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from plugins.base import LoadOptions, PluginError, Signature, resolve_device
 from plugins.discovery import PluginSet
-from plugins.formats import detect_format, is_pickle
+from plugins.formats import PICKLE_REFUSED, detect_format, is_pickle
 from plugins.validation import validate
 from registry import Invalid, StoredArtifact, Validated
 
@@ -25,11 +25,9 @@ class PluginValidator:
         if declared is not None and not isinstance(declared, str):
             raise Invalid("metadata 'format' must be a string such as \"onnx\", \"torchscript\" or \"pt2\"")
         signature = _signature(metadata.get("signature"))
-        fmt = detect_format(filename, artifact.path, declared)
+        fmt = detect_format(filename, artifact.path, declared)  # PluginError (422) for an unknown declared format
         if is_pickle(artifact.path):
-            return Validated(format=fmt, signature=None, error=(
-                "this file is a Python pickle (torch.save or pickle.dump): pickles can run code and are refused; "
-                "upload TorchScript (torch.jit.save), a torch.export program (.pt2) or ONNX"))
+            return Validated(format=fmt, signature=None, error=PICKLE_REFUSED)
         try:
             runtime = self._plugins.get(runtime_name)
             if fmt not in runtime.formats:

@@ -32,16 +32,14 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PT2_FOLDERS = ("models/", "data/weights/", "data/constants/", "data/sample_inputs/")
 _TS_TENSOR = re.compile(r"data/\d+")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
-# ModelProto field tags that may follow ir_version (field 1) in a serialized ONNX model.
-_ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x72, 0x7A})
+# Tags that follow ir_version (field 1) in a ModelProto: producer_name, producer_version, domain,
+# model_version, doc_string, graph, opset_import, metadata_props.
+_ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
 
 
 def detect_format(filename: str | None, head: bytes | Path, declared: str | None) -> str:
-    """The artifact's format: ``declared`` when given, else the file extension, else its content.
-
-    ``head`` is the file's first bytes (or all of them) or its path; a path lets zip archives be
-    read through their central directory. Returns ``UNKNOWN`` when nothing matches.
-    """
+    """``declared`` if given, else the extension's format, else one sniffed from ``head``; or UNKNOWN."""
+    # head: the first bytes (4 KiB suffice) or all of them, or a Path, which lets a zip be read whole.
     if declared is not None and declared.strip():
         fmt = declared.strip().lower()
         if fmt not in FORMATS:
@@ -57,7 +55,7 @@ def detect_format(filename: str | None, head: bytes | Path, declared: str | None
 def is_pickle(head: bytes | Path) -> bool:
     """True for a Python pickle: a raw pickle stream or a ``torch.save`` zip (data.pkl, no code/)."""
     data = _read_head(head)
-    if _is_raw_pickle(data):
+    if _is_raw_pickle(data) and not _is_safetensors(data):  # a header length may start 0x80 0x02
         return True
     if not data.startswith(_ZIP_MAGIC):
         return False

@@ -21,10 +21,9 @@ SIGNATURE_EXAMPLE = (
 
 
 class TorchRuntime:
-    """Loads TorchScript (``torch.jit.save``) and ``torch.export`` (``.pt2``) archives.
+    """Loads TorchScript (``torch.jit.save``) and ``torch.export`` (``.pt2``) archives."""
 
-    Torch's thread pools are per process, so ``LoadOptions`` thread counts are not applied here.
-    """
+    # LoadOptions thread counts are not applied: torch's thread pools belong to the whole process.
 
     name: ClassVar[str] = "pytorch"
     formats: ClassVar[frozenset[str]] = frozenset({"torchscript", "pt2"})

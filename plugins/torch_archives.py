@@ -96,6 +96,10 @@ def _entries(path: Path, kind: str) -> list[str]:
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
         raise PluginError(f"this zip is not a {kind} archive: its entries are not under one top folder")
+    if len(set(names)) != len(names):
+        # zipfile reads the last of two same-named entries and torch's reader the first: what we
+        # checked would not be what torch loads.
+        raise PluginError(f"this {kind} archive has two entries with the same name")
     return [name.split("/", 1)[1] for name in names if not name.endswith("/")]
 
 
@@ -119,7 +123,7 @@ def _check_payload_config(entry: str, config: Any) -> None:
 
 def _check_program(entry: str, program: Any) -> None:
     for key, value in _walk(program):
-        if key == "target" and isinstance(value, str) and not value.startswith(_TARGET_PREFIXES):
+        if key in ("target", "as_operator") and isinstance(value, str) and not value.startswith(_TARGET_PREFIXES):
             raise PluginError(f"{entry} calls {value!r}; an exported graph may only call torch operators")
         if key == "expr_str":
             _check_expression(str(value))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import ServingDep
-from api.serving import CacheControl, Prediction
+from api.serving import CacheControl, Prediction, Serving
 
 router = APIRouter(tags=["predict"])
 
@@ -27,29 +26,37 @@ PREDICT_BODY = {
 }
 
 
+# The predict routes are the hot path: they take the raw request (no body model, no dependency
+# resolution) so a cache hit costs little more than the bare framework does.
+def _serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.services.serving
+    return serving
+
+
+def _control(request: Request) -> CacheControl:
+    return CacheControl.parse(request.headers.get("cache-control"))
+
+
 def _answer(prediction: Prediction) -> Response:
     return Response(content=prediction.body, media_type="application/json",
                     headers={"X-Model-Version": str(prediction.version), "X-Cache": prediction.cache_status})
 
 
 @router.post("/models/{name}/predict", openapi_extra=PREDICT_BODY)
-async def predict(name: str, request: Request, serving: ServingDep,
-                  cache_control: str | None = Header(default=None)) -> Response:
+async def predict(name: str, request: Request) -> Response:
     """Predict with the model's production version."""
-    return _answer(await serving.predict(name, await request.body(), control=CacheControl.parse(cache_control)))
+    return _answer(await _serving(request).predict(name, await request.body(), control=_control(request)))
 
 
 @router.post("/models/{name}/versions/{version}/predict", openapi_extra=PREDICT_BODY)
-async def predict_version(name: str, version: int, request: Request, serving: ServingDep,
-                          cache_control: str | None = Header(default=None)) -> Response:
+async def predict_version(name: str, version: int, request: Request) -> Response:
     """Predict with one numbered version (it need not be live)."""
-    return _answer(await serving.predict(name, await request.body(), version=version,
-                                         control=CacheControl.parse(cache_control)))
+    return _answer(await _serving(request).predict(name, await request.body(), version=version,
+                                                   control=_control(request)))
 
 
 @router.post("/models/{name}/aliases/{alias}/predict", openapi_extra=PREDICT_BODY)
-async def predict_alias(name: str, alias: str, request: Request, serving: ServingDep,
-                        cache_control: str | None = Header(default=None)) -> Response:
+async def predict_alias(name: str, alias: str, request: Request) -> Response:
     """Predict with the version an alias (``staging``, ``canary`` …) points at."""
-    return _answer(await serving.predict(name, await request.body(), alias=alias,
-                                         control=CacheControl.parse(cache_control)))
+    return _answer(await _serving(request).predict(name, await request.body(), alias=alias,
+                                                   control=_control(request)))

@@ -106,6 +106,16 @@ class PredictionCache:
         except Exception:  # any failure means "not reachable" for a health check
             return False
 
+    def peek(self, alias: str) -> bytes | None:
+        """A first-level answer by an alias key (exact request bytes): no parsing, no Redis."""
+        if self._first_level is None:
+            return None
+        value = self._first_level.get(alias)
+        if value is not None:
+            self.stats.hits += 1
+            self.stats.first_level_hits += 1
+        return value
+
     async def get_or_compute(
         self,
         key: str,
@@ -115,8 +125,26 @@ class PredictionCache:
         read: bool = True,
         write: bool = True,
         max_value_bytes: int | None = None,
+        alias: str | None = None,
     ) -> tuple[bytes, CacheStatus]:
-        """The cached response for ``key``, or ``compute()``'s, stored for ``ttl_seconds``."""
+        """The cached response for ``key``, or ``compute()``'s, stored for ``ttl_seconds``.
+
+        ``alias`` (first level only) is linked to the same entry so ``peek(alias)`` finds it.
+        """
+        value, status = await self._get_or_compute(key, compute, ttl_seconds, read, write, max_value_bytes)
+        if alias is not None and read and write and self._first_level is not None and status != "bypass":
+            self._first_level.link(alias, key)
+        return value, status
+
+    async def _get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl_seconds: int,
+        read: bool,
+        write: bool,
+        max_value_bytes: int | None,
+    ) -> tuple[bytes, CacheStatus]:
         if ttl_seconds <= 0 or not (read or write):
             self.stats.bypass += 1
             return await compute(), "bypass"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ import orjson
 from api.serving.cache import PredictionCache
 from api.serving.codec import DecodedInputs, decode_json_inputs, encode_prediction, input_digest
 from api.serving.errors import InvalidInput
-from api.serving.keys import Namespace, prediction_key
+from api.serving.keys import Namespace, body_key, key_in, prediction_key_prefix
 from api.serving.manager import ModelManager, Servable
 
 
@@ -45,11 +47,15 @@ class Serving:
     """Resolve the version once, key the cache by it, run the model only on a miss."""
 
     def __init__(self, manager: ModelManager, cache: PredictionCache, *, prefix: str,
-                 default_ttl_seconds: int) -> None:
+                 default_ttl_seconds: int, inference_threads: int = 1) -> None:
         self.manager = manager
         self.cache = cache
         self._prefix = prefix
         self._default_ttl = default_ttl_seconds
+        self._key_prefixes: dict[tuple[str, int, int, str], str] = {}
+        # Executions get their own few threads: a pile of concurrent misses must not starve the
+        # event loop that answers the hits.
+        self._executor = ThreadPoolExecutor(max_workers=inference_threads, thread_name_prefix="modelreg-infer")
 
     async def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> Servable:
         found = self.manager.resolve_loaded(name, version, alias)
@@ -60,20 +66,41 @@ class Serving:
     async def predict(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None,
                       control: CacheControl = CacheControl()) -> Prediction:
         servable = await self.resolve(name, version, alias)
+        ttl = self._ttl(servable)
+        key_prefix = self._key_prefix(servable)
+        # Exact repeat of a request already answered here: no parsing, no digest, no Redis.
+        exact = body_key(key_prefix, "json", hashlib.blake2b(body, digest_size=16).hexdigest())
+        if ttl > 0 and control.read and control.write:
+            cached = self.cache.peek(exact)
+            if cached is not None:
+                return Prediction(body=cached, version=servable.version, cache_status="hit")
         inputs = self._decode(servable, body)
-        digest = input_digest(inputs.arrays, response_format="n" if inputs.named else "u")
-        key = prediction_key(Namespace(self._prefix, name, servable.state.generation, servable.version,
-                                       servable.sha256), digest)
+        key = key_in(key_prefix, input_digest(inputs.arrays, response_format="n" if inputs.named else "u"))
 
         async def compute() -> bytes:
-            outputs = await asyncio.to_thread(servable.model.predict, inputs.arrays)
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, servable.model.predict, inputs.arrays)
             return self._encode(servable, outputs, inputs.named)
 
         value, status = await self.cache.get_or_compute(
-            key, compute, ttl_seconds=self._ttl(servable), read=control.read, write=control.write,
-            max_value_bytes=servable.state.cache.max_value_bytes,
+            key, compute, ttl_seconds=ttl, read=control.read, write=control.write,
+            max_value_bytes=servable.state.cache.max_value_bytes, alias=exact,
         )
         return Prediction(body=value, version=servable.version, cache_status=status)
+
+    def _key_prefix(self, servable: Servable) -> str:
+        ident = (servable.name, servable.state.generation, servable.version, servable.sha256)
+        found = self._key_prefixes.get(ident)
+        if found is None:
+            if len(self._key_prefixes) > 10_000:  # old generations pile up over a long life
+                self._key_prefixes.clear()
+            found = prediction_key_prefix(Namespace(self._prefix, *ident))
+            self._key_prefixes[ident] = found
+        return found
+
+    async def close(self) -> None:
+        await self.cache.drain()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _ttl(self, servable: Servable) -> int:
         policy = servable.state.cache

@@ -47,12 +47,31 @@ class Namespace:
             raise ValueError(f"artifact sha256 {self.artifact_sha256!r} must be hex, at least {_SHA_PREFIX_LEN} digits")
 
 
+def prediction_key_prefix(ns: Namespace) -> str:
+    """Everything of a prediction key but the input digest: computed once per live version."""
+    sha = ns.artifact_sha256.lower()[:_SHA_PREFIX_LEN]
+    return f"{ns.prefix}:{_PREDICTION}:{ns.model}:g{ns.generation}:v{ns.version}:{sha}:"
+
+
 def prediction_key(ns: Namespace, input_digest: str) -> str:
     """The cache key of one prediction: the namespace plus the canonical input digest."""
+    return key_in(prediction_key_prefix(ns), input_digest)
+
+
+def key_in(key_prefix: str, input_digest: str) -> str:
+    """A prediction key from a prefix made by ``prediction_key_prefix``."""
     if not input_digest or ":" in input_digest:
         raise ValueError(f"input digest {input_digest!r} must be non-empty and contain no ':'")
-    sha = ns.artifact_sha256.lower()[:_SHA_PREFIX_LEN]
-    return f"{ns.prefix}:{_PREDICTION}:{ns.model}:g{ns.generation}:v{ns.version}:{sha}:{input_digest}"
+    return key_prefix + input_digest
+
+
+def body_key(key_prefix: str, route: str, body_digest: str) -> str:
+    """First-level only (never written to Redis): the answer to these exact request bytes.
+
+    Identical bytes are identical inputs, so a repeat skips parsing; ``route`` keeps response
+    encodings apart. The ``b-`` mark keeps it apart from canonical digests (hex only).
+    """
+    return f"{key_prefix}b-{route}-{body_digest}"
 
 
 def _glob_escape(text: str) -> str:

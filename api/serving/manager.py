@@ -45,11 +45,13 @@ class ModelManager:
     """Keeps live versions loaded, swaps atomically, unloads replaced versions after a grace period."""
 
     def __init__(self, registry: RegistryService, plugins: PluginSet, *, default_device: str = "auto",
-                 grace_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 grace_seconds: float = 60.0, intra_op_threads: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._registry = registry
         self._plugins = plugins
         self._default_device = default_device
         self._grace = grace_seconds
+        self._intra_op_threads = intra_op_threads
         self._clock = clock
         self._states: dict[str, LiveState] = {}
         self._loaded: dict[tuple[str, int, str], _Loaded] = {}
@@ -165,7 +167,8 @@ class ModelManager:
         signature = Signature.from_dict(record.signature) if record.signature else None
         path = self._registry.artifacts.path(record.sha256)
         log.info("loading %s v%d (%s) on %s", state.name, record.version, record.format, device)
-        return runtime.load(path, device, LoadOptions(format=record.format, signature=signature))
+        return runtime.load(path, device, LoadOptions(format=record.format, signature=signature,
+                                                      intra_op_threads=self._intra_op_threads))
 
     def _retire_unused(self) -> None:
         """Unload versions no alias points at and nobody used within the grace period."""

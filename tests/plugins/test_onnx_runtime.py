@@ -51,7 +51,7 @@ def test_validation_returns_the_signature_the_model_serves_with(
 def test_garbage_bytes_are_refused_as_not_onnx(runtime: OnnxRuntime, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage"
     garbage.write_bytes(b"this is not a model \x00\xff" * 40)
-    with pytest.raises(PluginError, match=r"^this file is not a readable ONNX model \(truncated, or another format\?\)"):
+    with pytest.raises(PluginError, match=r"^this file is not a readable ONNX model \(truncated, or another format"):
         validate(runtime, garbage, "cpu", onnx_options())
 
 

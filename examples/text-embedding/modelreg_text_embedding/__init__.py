@@ -1,0 +1,1 @@
+"""modelreg-text-embedding: the "sentence-embedding" runtime plugin for modelreg."""
