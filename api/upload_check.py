@@ -25,7 +25,8 @@ class PluginValidator:
         if declared is not None and not isinstance(declared, str):
             raise Invalid("metadata 'format' must be a string such as \"onnx\", \"torchscript\" or \"pt2\"")
         signature = _signature(metadata.get("signature"))
-        fmt = detect_format(filename, artifact.path, declared)  # PluginError (422) for an unknown declared format
+        # PluginError (422) for a declared format neither built in nor named by the model's runtime.
+        fmt = detect_format(filename, artifact.path, declared, self._formats_of(runtime_name))
         if is_pickle(artifact.path):
             return Validated(format=fmt, signature=None, error=PICKLE_REFUSED)
         try:
@@ -39,6 +40,12 @@ class PluginValidator:
         except PluginError as exc:
             return Validated(format=fmt, signature=signature.to_dict() if signature else None, error=str(exc))
         return Validated(format=fmt, signature=found.to_dict())
+
+    def _formats_of(self, runtime_name: str) -> frozenset[str]:
+        try:
+            return frozenset(self._plugins.get(runtime_name).formats)
+        except PluginError:  # unavailable runtime: the upload fails below with the plugin's reason
+            return frozenset()
 
 
 def _signature(raw: object) -> Signature | None:

@@ -37,13 +37,19 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
 _ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
 
 
-def detect_format(filename: str | None, head: bytes | Path, declared: str | None) -> str:
-    """``declared`` if given, else the extension's format, else one sniffed from ``head``; or UNKNOWN."""
+def detect_format(filename: str | None, head: bytes | Path, declared: str | None,
+                  extra: frozenset[str] = frozenset()) -> str:
+    """``declared`` if given, else the extension's format, else one sniffed from ``head``; or UNKNOWN.
+
+    ``extra``: format names a plugin runtime declares for itself (a text-embedding pack, say),
+    accepted when declared even though no built-in sniffer knows them.
+    """
     # head: the first bytes (4 KiB suffice) or all of them, or a Path, which lets a zip be read whole.
     if declared is not None and declared.strip():
         fmt = declared.strip().lower()
-        if fmt not in FORMATS:
-            raise PluginError(f"unknown format {declared!r}; known formats: {', '.join(sorted(FORMATS))}")
+        known = FORMATS | extra
+        if fmt not in known:
+            raise PluginError(f"unknown format {declared!r}; known formats: {', '.join(sorted(known))}")
         return fmt
     if filename:
         suffix = Path(filename).suffix.lower()

@@ -1,10 +1,10 @@
-"""Operations: liveness and readiness for orchestrators."""
+"""Operations: liveness and readiness for orchestrators, metrics for Prometheus."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +31,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    """Prometheus text format: requests, latency by cache outcome, cache, batches, inference, models."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
 
 
 def _ping(services: ServicesDep) -> None:

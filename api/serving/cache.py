@@ -125,16 +125,14 @@ class PredictionCache:
         read: bool = True,
         write: bool = True,
         max_value_bytes: int | None = None,
-        alias: str | None = None,
     ) -> tuple[bytes, CacheStatus]:
-        """The cached response for ``key``, or ``compute()``'s, stored for ``ttl_seconds``.
+        """The cached value for ``key``, or ``compute()``'s, stored for ``ttl_seconds``."""
+        return await self._get_or_compute(key, compute, ttl_seconds, read, write, max_value_bytes)
 
-        ``alias`` (first level only) is linked to the same entry so ``peek(alias)`` finds it.
-        """
-        value, status = await self._get_or_compute(key, compute, ttl_seconds, read, write, max_value_bytes)
-        if alias is not None and read and write and self._first_level is not None and status != "bypass":
-            self._first_level.link(alias, key)
-        return value, status
+    def link(self, alias: str, key: str, value: bytes | None = None) -> None:
+        """First level only: ``peek(alias)`` answers ``value`` (default: ``key``'s) while ``key``'s entry lives."""
+        if self._first_level is not None:
+            self._first_level.link(alias, key, value)
 
     async def _get_or_compute(
         self,

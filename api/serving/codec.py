@@ -242,3 +242,39 @@ def encode_prediction(model: str, version: int, outputs: Mapping[str, np.ndarray
         option=orjson.OPT_SERIALIZE_NUMPY,
         default=_default,
     )
+
+
+def encode_canonical(model: str, version: int, outputs: Mapping[str, np.ndarray]) -> bytes:
+    """The one cached form of a prediction: every output by name (the named /predict body).
+
+    Every route renders its answer from it (the unnamed body by slicing, V2 by parsing), so the
+    same input is one key and one model execution whichever route asked first.
+    """
+    return encode_prediction(model, version, outputs, named=True)
+
+
+def unnamed_view(canonical: bytes, model: str, version: int, output: str) -> bytes | None:
+    """The unnamed body (``"outputs": <list>``) of a one-output canonical entry, by slicing its bytes.
+
+    None when ``canonical`` is not laid out as ``encode_canonical`` writes it for this model,
+    version and output (then the caller re-encodes).
+    """
+    head = b'{"model":' + orjson.dumps(model) + b',"version":' + str(version).encode() + b',"outputs":'
+    opening = b"{" + orjson.dumps(output) + b":"
+    if not (canonical.startswith(head) and canonical.startswith(opening, len(head)) and canonical.endswith(b"}}")):
+        return None
+    return head + canonical[len(head) + len(opening):-1]
+
+
+def decode_canonical(canonical: bytes, signature: Signature) -> dict[str, np.ndarray]:
+    """The named output arrays of a canonical entry, in the signature's dtypes where it names them."""
+    outputs = orjson.loads(canonical)["outputs"]
+    dtypes = {spec.name: spec.dtype for spec in signature.outputs}
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in outputs.items():
+        dtype = dtypes.get(name)
+        if dtype is None:
+            arrays[name] = np.asarray(value)
+        else:
+            arrays[name] = np.asarray(value, dtype=object if dtype == "str" else np.dtype(dtype))
+    return arrays

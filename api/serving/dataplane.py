@@ -1,10 +1,16 @@
-"""Serving: one prediction request from bytes in to bytes out, through cache and runtime."""
+"""Serving: one prediction request from bytes in to bytes out, through cache, batcher and runtime.
+
+One input is one cache key, whichever route it came in by: the cached value is the canonical
+entry (every output by name, see codec.encode_canonical) and each route renders its own answer
+from it. A first-level alias keyed by the exact request bytes holds the rendered /predict body,
+so a repeated request is answered without parsing or rendering anything.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +18,25 @@ from typing import Any
 import numpy as np
 import orjson
 
+from api.serving.batching import Batcher
 from api.serving.cache import PredictionCache
-from api.serving.codec import DecodedInputs, decode_json_inputs, encode_prediction, input_digest
-from api.serving.errors import InvalidInput
+from api.serving.codec import (
+    DecodedInputs,
+    decode_canonical,
+    decode_json_inputs,
+    encode_canonical,
+    encode_prediction,
+    input_digest,
+    unnamed_view,
+)
+from api.serving.errors import InvalidInput, ModelTimedOut
 from api.serving.keys import Namespace, body_key, key_in, prediction_key_prefix
 from api.serving.manager import ModelManager, Servable
+
+# Tags mixed into the input digest: a plugin's own payload codec caches its own rendered body,
+# which no other route can read, so it must not share keys with the canonical entries.
+_CANONICAL = ""
+_PLUGIN_BODY = "plugin-body"
 
 
 @dataclass(frozen=True)
@@ -24,6 +44,15 @@ class Prediction:
     """The response bytes, the version that answered them and what the cache did."""
 
     body: bytes
+    version: int
+    cache_status: str
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Named output arrays, the version that computed them and what the cache did (for V2)."""
+
+    outputs: dict[str, np.ndarray]
     version: int
     cache_status: str
 
@@ -44,18 +73,24 @@ class CacheControl:
 
 
 class Serving:
-    """Resolve the version once, key the cache by it, run the model only on a miss."""
+    """Resolve the version once, key the cache by it, run the model (batched) only on a miss."""
 
     def __init__(self, manager: ModelManager, cache: PredictionCache, *, prefix: str,
-                 default_ttl_seconds: int, inference_threads: int = 1) -> None:
+                 default_ttl_seconds: int, inference_threads: int = 1, max_queue_rows: int = 4096,
+                 inference_timeout_seconds: float = 30.0,
+                 on_batch: Callable[[str, int], None] | None = None,
+                 on_inference: Callable[[str, int, float], None] | None = None) -> None:
         self.manager = manager
         self.cache = cache
         self._prefix = prefix
         self._default_ttl = default_ttl_seconds
+        self._timeout = inference_timeout_seconds
         self._key_prefixes: dict[tuple[str, int, int, str], str] = {}
         # Executions get their own few threads: a pile of concurrent misses must not starve the
         # event loop that answers the hits.
         self._executor = ThreadPoolExecutor(max_workers=inference_threads, thread_name_prefix="modelreg-infer")
+        self.batcher = Batcher(self._executor, max_queue_rows=max_queue_rows, on_batch=on_batch,
+                               on_inference=on_inference)
 
     async def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> Servable:
         found = self.manager.resolve_loaded(name, version, alias)
@@ -65,27 +100,111 @@ class Serving:
 
     async def predict(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None,
                       control: CacheControl = CacheControl()) -> Prediction:
+        """The /predict answer for a JSON body."""
         servable = await self.resolve(name, version, alias)
         ttl = self._ttl(servable)
         key_prefix = self._key_prefix(servable)
-        # Exact repeat of a request already answered here: no parsing, no digest, no Redis.
-        exact = body_key(key_prefix, "json", hashlib.blake2b(body, digest_size=16).hexdigest())
+        exact = _exact_key(key_prefix, body)
         if ttl > 0 and control.read and control.write:
             cached = self.cache.peek(exact)
             if cached is not None:
                 return Prediction(body=cached, version=servable.version, cache_status="hit")
-        inputs = self._decode(servable, body)
-        key = key_in(key_prefix, input_digest(inputs.arrays, response_format="n" if inputs.named else "u"))
+        if _has_payload_codec(servable):
+            return await self._predict_with_plugin_codec(servable, body, key_prefix, exact, ttl, control)
+        inputs = decode_json_inputs(body, servable.signature)
+        key = key_in(key_prefix, input_digest(inputs.arrays, response_format=_CANONICAL))
+        value, status, fresh = await self._canonical(servable, key, inputs.arrays, ttl, control)
+        rendered = self._render(servable, value, fresh, inputs.named)
+        if status != "bypass" and control.read and control.write:
+            self.cache.link(exact, key, rendered)
+        return Prediction(body=rendered, version=servable.version, cache_status=status)
+
+    def peek(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None) -> Prediction | None:
+        """The /predict answer when these exact bytes were answered here before; no I/O, no parsing.
+
+        For the hit path in front of the framework: None means "take the normal way" (not loaded,
+        not cached, caching off, or an unknown name or alias, which the normal way explains).
+        """
+        try:
+            servable = self.manager.resolve_loaded(name, version, alias)
+        except Exception:  # e.g. an unknown alias: the normal path answers with the right error
+            return None
+        if servable is None or self._ttl(servable) <= 0:
+            return None
+        cached = self.cache.peek(_exact_key(self._key_prefix(servable), body))
+        return None if cached is None else Prediction(body=cached, version=servable.version, cache_status="hit")
+
+    async def infer(self, name: str, arrays: Mapping[str, np.ndarray], *, version: int | None = None,
+                    alias: str | None = None, control: CacheControl = CacheControl()) -> Inference:
+        """Named outputs for already decoded inputs (the V2 routes); same keys as ``predict``."""
+        servable = await self.resolve(name, version, alias)
+        key = key_in(self._key_prefix(servable), input_digest(arrays, response_format=_CANONICAL))
+        value, status, fresh = await self._canonical(servable, key, arrays, self._ttl(servable), control)
+        outputs = fresh if fresh is not None else decode_canonical(value, servable.signature)
+        return Inference(outputs=dict(outputs), version=servable.version, cache_status=status)
+
+    async def _canonical(self, servable: Servable, key: str, arrays: Mapping[str, np.ndarray], ttl: int,
+                         control: CacheControl) -> tuple[bytes, str, Mapping[str, np.ndarray] | None]:
+        """The canonical entry for ``arrays``; the output arrays too when this request computed them."""
+        computed: list[Mapping[str, np.ndarray]] = []
 
         async def compute() -> bytes:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, servable.model.predict, inputs.arrays)
-            return self._encode(servable, outputs, inputs.named)
+            outputs = await self._run(servable, arrays)
+            computed.append(outputs)
+            return encode_canonical(servable.name, servable.version, outputs)
 
         value, status = await self.cache.get_or_compute(
             key, compute, ttl_seconds=ttl, read=control.read, write=control.write,
-            max_value_bytes=servable.state.cache.max_value_bytes, alias=exact,
-        )
+            max_value_bytes=servable.state.cache.max_value_bytes)
+        return value, status, computed[0] if computed else None
+
+    async def _run(self, servable: Servable, arrays: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        policy = servable.state.batching
+        label = f"{servable.name}:{servable.version}"
+        run = self.batcher.run((servable.name, servable.version, servable.sha256), label, servable.model, arrays,
+                               batched=_batchable(servable), max_batch_size=policy.max_batch_size,
+                               max_delay_ms=policy.max_delay_ms)
+        return await self._bounded(run, label)
+
+    async def _bounded(self, run: Awaitable[Mapping[str, np.ndarray]], label: str) -> Mapping[str, np.ndarray]:
+        try:
+            return await asyncio.wait_for(run, self._timeout)
+        except TimeoutError:
+            raise ModelTimedOut(f"model {label} did not answer within {self._timeout:g}s "
+                                "(MODELREG_INFERENCE_TIMEOUT_SECONDS)") from None
+
+    def _render(self, servable: Servable, value: bytes, fresh: Mapping[str, np.ndarray] | None, named: bool) -> bytes:
+        if named or len(servable.signature.outputs) != 1:
+            return value
+        view = unnamed_view(value, servable.name, servable.version, servable.signature.outputs[0].name)
+        if view is not None:
+            return view
+        # An entry laid out otherwise (written by another build, say): parse and re-encode.
+        outputs = fresh if fresh is not None else decode_canonical(value, servable.signature)
+        body = next(iter(outputs.values())) if len(outputs) == 1 else dict(outputs)
+        return orjson.dumps({"model": servable.name, "version": servable.version, "outputs": body},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def _predict_with_plugin_codec(self, servable: Servable, body: bytes, key_prefix: str, exact: str,
+                                         ttl: int, control: CacheControl) -> Prediction:
+        """A plugin that decodes its own payload (text, say) and encodes its own answer."""
+        arrays = _plugin_decode(servable, body)
+        key = key_in(key_prefix, input_digest(arrays, response_format=_PLUGIN_BODY))
+
+        async def compute() -> bytes:
+            outputs = await self._run(servable, arrays)
+            encode = getattr(servable.model, "encode", None)
+            if encode is None:
+                return encode_prediction(servable.name, servable.version, outputs, named=False)
+            answer: Any = encode(outputs)
+            return orjson.dumps({"model": servable.name, "version": servable.version, "outputs": answer},
+                                option=orjson.OPT_SERIALIZE_NUMPY)
+
+        value, status = await self.cache.get_or_compute(
+            key, compute, ttl_seconds=ttl, read=control.read, write=control.write,
+            max_value_bytes=servable.state.cache.max_value_bytes)
+        if status != "bypass" and control.read and control.write:
+            self.cache.link(exact, key)
         return Prediction(body=value, version=servable.version, cache_status=status)
 
     def _key_prefix(self, servable: Servable) -> str:
@@ -108,28 +227,34 @@ class Serving:
             return 0
         return self._default_ttl if policy.ttl_seconds is None else policy.ttl_seconds
 
-    @staticmethod
-    def _decode(servable: Servable, body: bytes) -> DecodedInputs:
-        decode = getattr(servable.model, "decode", None)
-        if decode is None:
-            return decode_json_inputs(body, servable.signature)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict) or "inputs" not in payload:
-            raise InvalidInput('request body must be a JSON object with "inputs"')
-        try:
-            arrays = decode(payload["inputs"])
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"{servable.name}: {exc}") from exc
-        return DecodedInputs(arrays=dict(arrays), named=False)
 
-    @staticmethod
-    def _encode(servable: Servable, outputs: Mapping[str, np.ndarray], named: bool) -> bytes:
-        encode = getattr(servable.model, "encode", None)
-        if encode is None:
-            return encode_prediction(servable.name, servable.version, outputs, named)
-        answer: Any = encode(outputs)
-        return orjson.dumps({"model": servable.name, "version": servable.version, "outputs": answer},
-                            option=orjson.OPT_SERIALIZE_NUMPY)
+def _exact_key(key_prefix: str, body: bytes) -> str:
+    # Exact repeat of a request already answered here: no parsing, no digest of tensors, no Redis.
+    return body_key(key_prefix, "json", hashlib.blake2b(body, digest_size=16).hexdigest())
+
+
+def _has_payload_codec(servable: Servable) -> bool:
+    return getattr(servable.model, "decode", None) is not None
+
+
+def _batchable(servable: Servable) -> bool:
+    """Only a signature whose every input has a dynamic first (batch) axis can be stacked."""
+    inputs = servable.signature.inputs
+    return bool(inputs) and all(spec.shape and spec.shape[0] is None for spec in inputs)
+
+
+def _plugin_decode(servable: Servable, body: bytes) -> dict[str, np.ndarray]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise InvalidInput('request body must be a JSON object with "inputs"')
+    try:
+        arrays = servable.model.decode(payload["inputs"])  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{servable.name}: {exc}") from exc
+    return dict(arrays)
+
+
+__all__ = ["CacheControl", "DecodedInputs", "Inference", "Prediction", "Serving"]

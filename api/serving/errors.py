@@ -9,3 +9,17 @@ class ServingError(Exception):
 
 class InvalidInput(ServingError):
     """The request payload does not fit the model's signature; the message says what was expected."""
+
+
+class Overloaded(ServingError):
+    """The model's queue is full: shed load now rather than answer late (503 with Retry-After)."""
+
+    headers = {"Retry-After": "1"}
+
+
+class ModelFailed(ServingError):
+    """The runtime raised while running a request (or the batch it was in); the message says why."""
+
+
+class ModelTimedOut(ServingError):
+    """The runtime did not answer within the model's inference timeout."""

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from api.serving.keys import events_channel
 from api.serving.manager import ModelManager
+from api.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger("modelreg.events")
 
@@ -46,9 +47,9 @@ class ChangeFeed:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: shutdown must not wait on a Redis connection that never answers.
+            await asyncio.wait(self._tasks, timeout=5)
         self._tasks.clear()
 
     async def _poll(self) -> None:
@@ -57,6 +58,7 @@ class ChangeFeed:
             try:
                 await asyncio.to_thread(self._manager.refresh)
             except Exception as exc:  # database down: keep serving what is loaded
+                reraise_if_cancelled(exc)
                 log.warning("registry poll failed (%s: %s); serving the versions already loaded",
                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
@@ -78,6 +80,7 @@ class ChangeFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reraise_if_cancelled(exc)
                 log.warning("change events unavailable (%s); polling every %.1fs until Redis is back",
                             type(exc).__name__, self._poll_interval)
                 await asyncio.sleep(1.0)

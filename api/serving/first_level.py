@@ -61,12 +61,12 @@ class FirstLevel:
         self._entries[key] = _Entry(value, self._clock() + ttl_seconds, cost)
         self._bytes += cost
 
-    def link(self, alias: str, key: str) -> None:
-        """Make ``alias`` answer what ``key`` holds now, expiring when ``key``'s entry does."""
+    def link(self, alias: str, key: str, value: bytes | None = None) -> None:
+        """Make ``alias`` answer ``value`` (default: what ``key`` holds), expiring when ``key``'s entry does."""
         entry = self._entries.get(key)
         if entry is None or self._clock() >= entry.expires_at:
             return
-        self.put(alias, entry.value, entry.expires_at - self._clock())
+        self.put(alias, entry.value if value is None else value, entry.expires_at - self._clock())
 
     def clear(self) -> None:
         """Drop every entry."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import redis.asyncio as aioredis
 
 from api.serving.keys import all_predictions_pattern, parse_prediction_key
+from api.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Reaper:
                 if int(cursor) == 0:
                     break
         except Exception as exc:  # a background job: log and let the next pass (or the TTL) do it
+            reraise_if_cancelled(exc)
             log.warning("reaper: pass stopped after unlinking %d keys: %s: %s", unlinked, type(exc).__name__, exc)
             return unlinked
         if unlinked:
@@ -75,7 +77,8 @@ class Reaper:
         while True:
             try:
                 await self.run_once()
-            except Exception:  # run_once already logs Redis trouble; this guards the loop itself
+            except Exception as exc:  # run_once already logs Redis trouble; this guards the loop itself
+                reraise_if_cancelled(exc)
                 log.exception("reaper: unexpected error")
             await asyncio.sleep(interval_seconds)
 

@@ -81,3 +81,9 @@ def test_model_archives_are_not_pickles(fixture: str, request: pytest.FixtureReq
     model: TinyModel = request.getfixturevalue(fixture)
     assert not is_pickle(model.path)
     assert not is_pickle(model.path.read_bytes()[:HEAD])
+
+
+def test_a_format_named_by_a_plugin_runtime_is_accepted_when_declared() -> None:
+    assert detect_format("pack.zip", b"PK\x03\x04", "text-embedding", frozenset({"text-embedding"})) == "text-embedding"
+    with pytest.raises(PluginError, match="known formats: .*text-embedding"):
+        detect_format("pack.zip", b"", "tflite", frozenset({"text-embedding"}))

@@ -1,0 +1,130 @@
+"""Prometheus metrics for one replica: request outcomes, cache, batches, inference, loaded models.
+
+Each app owns its own CollectorRegistry, so several apps in one process (tests) never collide.
+Request metrics come from a pure ASGI middleware that reads the route template and the
+X-Model-Version / X-Cache headers the routes already set: the routes stay free of metrics code,
+and a hit costs a couple of counter updates, not a dependency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from api.serving.breaker import BreakerState
+from api.serving.cache import CacheStats
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+_CHANGES = {"promote": "promotion", "rollback": "rollback"}
+
+
+class Metrics:
+    """The replica's metrics; the serving layer reports through plain callbacks (no Prometheus there)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("modelreg_requests", "Requests by model, version, route and status",
+                                ["model", "version", "route", "status"], registry=self.registry)
+        self.latency = Histogram("modelreg_request_seconds", "Request latency by route and cache outcome",
+                                 ["route", "cache"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_rows = Histogram("modelreg_batch_size", "Rows per model execution (1 = unbatched)",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.inference = Histogram("modelreg_inference_seconds", "Time inside the runtime per execution",
+                                   ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.changes = Counter("modelreg_production_changes", "Promotions and rollbacks that succeeded",
+                               ["model", "action"], registry=self.registry)
+
+    def on_batch(self, label: str, rows: int) -> None:
+        self.batch_rows.labels(label.rpartition(":")[0]).observe(rows)
+
+    def on_inference(self, label: str, rows: int, seconds: float) -> None:
+        model, _, version = label.rpartition(":")
+        self.inference.labels(model, version).observe(seconds)
+
+    def watch(self, *, cache_stats: Callable[[], CacheStats], breaker: Callable[[], BreakerState],
+              queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]]) -> None:
+        """Read the live state (counters kept by the cache, queue, loaded versions) at scrape time."""
+        self.registry.register(_LiveState(cache_stats, breaker, queue_depth, loaded))
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _LiveState(Collector):
+    def __init__(self, cache_stats: Callable[[], CacheStats], breaker: Callable[[], BreakerState],
+                 queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]]) -> None:
+        self._cache_stats = cache_stats
+        self._breaker = breaker
+        self._queue_depth = queue_depth
+        self._loaded = loaded
+
+    def collect(self) -> Iterator[Any]:
+        stats = self._cache_stats()
+        outcomes = CounterMetricFamily("modelreg_cache", "Cache outcomes (first_level_hits is part of hits)",
+                                       labels=["outcome"])
+        for outcome in ("hits", "misses", "coalesced", "bypass", "errors", "first_level_hits", "oversized"):
+            outcomes.add_metric([outcome], getattr(stats, outcome))
+        yield outcomes
+        state = self._breaker()
+        breaker = GaugeMetricFamily("modelreg_cache_breaker_state",
+                                    "Redis circuit breaker: 0 closed, 1 half-open, 2 open", labels=["state"])
+        breaker.add_metric([state], BREAKER_VALUE.get(state, -1))
+        yield breaker
+        yield GaugeMetricFamily("modelreg_batch_queue_rows", "Rows waiting for a batch, all models",
+                                value=self._queue_depth())
+        loaded = GaugeMetricFamily("modelreg_loaded_versions", "Versions loaded in this replica",
+                                   labels=["model", "version"])
+        for model, version in self._loaded():
+            loaded.add_metric([model, str(version)], 1)
+        yield loaded
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times every request by its route template and outcome."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        seen: dict[str, Any] = {"status": 500, "version": "", "cache": "none"}
+
+        async def watch(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for key, value in message.get("headers", ()):
+                    if key == b"x-model-version":
+                        seen["version"] = value.decode("latin-1")
+                    elif key == b"x-cache":
+                        seen["cache"] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self._observe(scope, seen, time.perf_counter() - started)
+
+    def _observe(self, scope: dict[str, Any], seen: dict[str, Any], seconds: float) -> None:
+        route = scope.get("modelreg.route") or getattr(scope.get("route"), "path", None)
+        if route is None:  # no route matched (404): one label, not one per path tried
+            route = "unmatched"
+        if route == "/metrics":
+            return
+        model = (scope.get("path_params") or {}).get("name", "")
+        status = int(seen["status"])
+        self.metrics.requests.labels(model, seen["version"], route, str(status)).inc()
+        self.metrics.latency.labels(route, seen["cache"]).observe(seconds)
+        action = _CHANGES.get(route.rpartition("/")[2]) if route.startswith("/admin/models/") else None
+        if action is not None and status == 200 and scope.get("method") == "POST":
+            self.metrics.changes.labels(model, action).inc()
