@@ -6,11 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import errors
+from api.deps import require_predict
+from api.hitpath import HitPath
 from api.limits import BodyLimit
-from api.routes import admin, ops, predict
+from api.metrics import Metrics, RequestMetrics
+from api.routes import admin, ops, predict, v2
 from api.services import build_services
 from api.settings import Settings
 
@@ -18,10 +21,11 @@ from api.settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app for one replica; ``settings`` default to the environment."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, metrics)
         app.state.services = services
         await services.start()
         try:
@@ -32,11 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="modelreg", version="0.1.0", lifespan=lifespan,
                   description="Model registry and inference server with a versioned prediction cache.")
     app.state.settings = settings
+    app.state.metrics = metrics
     errors.install(app)
     app.include_router(ops.router)
     app.include_router(admin.router)
-    app.include_router(predict.router)
+    app.include_router(predict.router, dependencies=[Depends(require_predict)])
+    app.include_router(v2.router)
+    app.add_middleware(HitPath)
     app.add_middleware(BodyLimit, max_request_bytes=settings.max_request_bytes,
                        max_artifact_bytes=settings.max_artifact_bytes)
+    # Outermost, so a 413 from the body limit is counted too.
+    app.add_middleware(RequestMetrics, metrics=metrics)
     logging.getLogger("modelreg").setLevel(logging.INFO)
     return app

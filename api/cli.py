@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from api.cli_client import DEFAULT_URL, UPLOAD_TIMEOUT, ProgressReader, connect, fail, model_path, progress_bar
-from api.settings import Settings
+from api.cli_client import (
+    DEFAULT_URL, UPLOAD_TIMEOUT, ProgressReader, Token, Url, connect, fail, load_settings, model_path, progress_bar,
+)
+from api.cli_output import AsJson, emit, out, print_json, print_record, print_table
+from api.cli_tokens import tokens_app
 
 # Tracebacks with locals would print the admin token; a failure here is a message, not a dump.
 app = typer.Typer(help="modelreg: a model registry and inference server.", no_args_is_help=True,
@@ -25,14 +24,8 @@ db_app = typer.Typer(help="The registry database schema (Alembic revisions).", n
 models_app = typer.Typer(help="Create, list, show, update and delete models.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(tokens_app, name="tokens")
 
-out = Console(highlight=False)
-
-Url = Annotated[str, typer.Option("--url", envvar="MODELREG_URL", help="The modelreg server.")]
-Token = Annotated[str | None, typer.Option(
-    "--token", envvar="MODELREG_ADMIN_TOKEN", show_default=False,
-    help="Admin bearer token; default: the file admin-token in MODELREG_DATA_DIR (./data).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead of a table.")]
 Name = Annotated[str, typer.Argument(help="The model's name.", show_default=False)]
 
 MODEL_COLUMNS = [("name", "NAME"), ("runtime", "RUNTIME"), ("production", "PRODUCTION"),
@@ -43,56 +36,6 @@ HISTORY_COLUMNS = [("at", "AT"), ("action", "ACTION"), ("alias", "ALIAS"), ("fro
                    ("to_version", "TO"), ("generation", "GENERATION"), ("actor", "ACTOR")]
 PLUGIN_COLUMNS = [("name", "NAME"), ("status", "STATUS"), ("distribution", "DISTRIBUTION"), ("version", "VERSION"),
                   ("formats", "FORMATS"), ("devices", "DEVICES")]
-
-
-# output ---------------------------------------------------------------------------------------
-
-def print_json(data: Any) -> None:
-    """The server's JSON, indented, on stdout."""
-    typer.echo(json.dumps(data, indent=2))
-
-
-def _cell(value: Any) -> Text:
-    # Text, not str: server strings may hold [brackets] that rich would read as markup.
-    if value is None or value == "":
-        return Text("-")
-    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-        return Text(", ".join(str(v) for v in value) or "-")
-    if isinstance(value, (dict, list)):
-        return Text(json.dumps(value))
-    return Text(str(value))
-
-
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], empty: str) -> None:
-    """Rows as a table with the known columns they have (every key when none is known)."""
-    if not rows:
-        out.print(Text(empty))
-        return
-    shown = [c for c in columns if any(c[0] in row for row in rows)] or [(k, k.upper()) for k in rows[0]]
-    table = Table(*(title for _, title in shown))
-    for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key, _ in shown))
-    out.print(table)
-
-
-def print_record(data: dict[str, Any]) -> None:
-    """One object as FIELD / VALUE rows; nested objects become ``outer.inner``."""
-    table = Table("FIELD", "VALUE")
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key != "tags":
-            for inner, item in value.items():
-                table.add_row(Text(f"{key}.{inner}"), _cell(item))
-        else:
-            table.add_row(Text(key), _cell(value))
-    out.print(table)
-
-
-def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
-    """``data`` as JSON with --json, else through ``render``."""
-    if as_json:
-        print_json(data)
-    else:
-        render(data)
 
 
 # arguments ------------------------------------------------------------------------------------
@@ -152,19 +95,7 @@ def prepare_embedded() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.should_auto_migrate():
         schema.upgrade(settings.resolved_database_url())
-    try:
-        resolve_admin_token(settings)
-    except RuntimeError as exc:
-        fail(str(exc))
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or a one-line message naming the bad variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"MODELREG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        fail(f"invalid settings: {problems}")
+    resolve_admin_token(settings)
 
 
 def database_url() -> str:
@@ -446,9 +377,12 @@ def predict(
     version: Annotated[int | None, typer.Option(min=1, help="A numbered version instead of production.")] = None,
     alias_name: Annotated[str | None, typer.Option("--alias", help="An alias instead of production.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute afresh (Cache-Control: no-cache).")] = False,
-    url: Url = DEFAULT_URL,
+    url: Url = DEFAULT_URL, token: Token = None,
 ) -> None:
-    """Predict; prints the response body, and X-Model-Version / X-Cache on stderr."""
+    """Predict; prints the response body, and X-Model-Version / X-Cache on stderr.
+
+    The token is sent when one is at hand: servers with MODELREG_PREDICT_AUTH=on need one (any role).
+    """
     if version is not None and alias_name is not None:
         raise typer.BadParameter("give --version or --alias, not both")
     body = json.dumps(read_json_arg(payload, "--json"))
@@ -458,7 +392,7 @@ def predict(
     elif alias_name is not None:
         path += f"/aliases/{quote(alias_name, safe='')}"
     headers = {"Content-Type": "application/json", **({"Cache-Control": "no-cache"} if no_cache else {})}
-    with connect(url, None, admin=False) as client:
+    with connect(url, token) as client:
         response = client.request("POST", path + "/predict", content=body, headers=headers)
     typer.echo(response.text)
     for header in ("X-Model-Version", "X-Cache"):

@@ -1,4 +1,4 @@
-"""The CLI's HTTP side: find the admin token, call the server, stream uploads, fail in one line."""
+"""The CLI's plumbing: settings, which server and token, HTTP calls, streamed uploads, failing in one line."""
 
 from __future__ import annotations
 
@@ -8,20 +8,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, NoReturn
+from typing import Annotated, Any, BinaryIO, NoReturn
 from urllib.parse import quote
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from api.auth import TOKEN_FILE
+from api.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 # Upload validation loads the model and runs it once: a large model may take minutes to answer.
 UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
+
+Url = Annotated[str, typer.Option("--url", envvar="MODELREG_URL", help="The modelreg server.")]
+Token = Annotated[str | None, typer.Option(
+    "--token", envvar=["MODELREG_TOKEN", "MODELREG_ADMIN_TOKEN"], show_default=False,
+    help="Bearer token (MODELREG_TOKEN, else MODELREG_ADMIN_TOKEN); default: the file admin-token in "
+         "MODELREG_DATA_DIR (./data).")]
 
 
 class ApiError(Exception):
@@ -104,8 +112,8 @@ class Client:
     def _describe(self, response: httpx.Response) -> str:
         message = f"HTTP {response.status_code}: {error_message(response)}"
         if response.status_code == 401:
-            hint = ("check --token or MODELREG_ADMIN_TOKEN" if self._has_token else
-                    f"pass --token, set MODELREG_ADMIN_TOKEN, or run where {token_file()} exists")
+            hint = ("check --token, MODELREG_TOKEN or MODELREG_ADMIN_TOKEN" if self._has_token else
+                    f"pass --token, set MODELREG_TOKEN, or run where {token_file()} exists")
             message += f" ({hint})"
         return message
 
@@ -140,11 +148,20 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def load_settings() -> Settings:
+    """Settings from the environment, or a one-line message naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"MODELREG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid settings: {problems}")
+
+
 @contextmanager
-def connect(url: str, token: str | None, *, admin: bool = True) -> Iterator[Client]:
+def connect(url: str, token: str | None) -> Iterator[Client]:
     """A client for ``url``; an ApiError inside the block becomes ``error: ...`` and exit 1."""
     try:
-        with Client(url, resolve_token(token) if admin else None) as client:
+        with Client(url, resolve_token(token)) as client:
             yield client
     except ApiError as exc:
         fail(str(exc))

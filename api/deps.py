@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from api.auth import Principal
 from api.serving import Serving
 from api.services import Services
-from registry import RegistryService
+from registry import RegistryService, TokenService
 
 
 def get_services(request: Request) -> Services:
@@ -25,12 +25,37 @@ def get_serving(request: Request) -> Serving:
     return get_services(request).serving
 
 
-def require_admin(request: Request) -> Principal:
-    """401 without a valid bearer token."""
-    return get_services(request).auth.authenticate(request.headers.get("authorization"))
+def get_tokens(request: Request) -> TokenService:
+    return get_services(request).tokens
+
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def authorize(request: Request) -> Principal:
+    """Every /admin route: 401 without a valid token; any role may read, changes need 'admin'.
+
+    Decided by the HTTP method on the whole router, so a new route cannot forget its guard.
+    """
+    principal = get_services(request).auth.authenticate(request.headers.get("authorization"))
+    if request.method not in READ_METHODS:
+        principal.require("admin")
+    return principal
+
+
+def require_admin_role(principal: Annotated[Principal, Depends(authorize)]) -> Principal:
+    """For routes that even reading needs 'admin' for (the tokens)."""
+    return principal.require("admin")
+
+
+async def require_predict(request: Request) -> Principal | None:
+    """The predict routes: open by default, any valid token with MODELREG_PREDICT_AUTH=on."""
+    return await get_services(request).auth.check_predict(request.headers.get("authorization"))
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 RegistryDep = Annotated[RegistryService, Depends(get_registry)]
+TokensDep = Annotated[TokenService, Depends(get_tokens)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
-AdminDep = Annotated[Principal, Depends(require_admin)]
+# The caller of an /admin route; on a route that changes something, `authorize` has made sure it is an admin.
+AdminDep = Annotated[Principal, Depends(authorize)]

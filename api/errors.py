@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import Forbidden, Unauthorized
 from api.limits import BodyTooLarge
-from api.serving.errors import InvalidInput, ServingError
+from api.serving.errors import InvalidInput, ModelFailed, ModelTimedOut, Overloaded, ServingError
+from api.serving.v2codec import V2BadRequest
 from plugins.base import PluginError
 from registry.errors import Conflict, Invalid, NotFound, RegistryError, SchemaOutOfDate, TooLarge
 
@@ -28,7 +29,11 @@ STATUS: list[tuple[type[Exception], int]] = [
     (Unauthorized, 401),
     (Forbidden, 403),
     (PluginError, 422),
+    (V2BadRequest, 400),  # the protocol's own status for a malformed request
     (InvalidInput, 422),
+    (Overloaded, 503),
+    (ModelFailed, 500),
+    (ModelTimedOut, 504),
 ]
 
 
@@ -65,7 +70,7 @@ def install(app: FastAPI) -> None:
 
     async def domain(request: Request, exc: Exception) -> JSONResponse:
         status = status_of(exc)
-        if status == 500:
+        if status == 500 and not isinstance(exc, ModelFailed):
             log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
             return error_response(request, 500, f"internal error ({type(exc).__name__}); see the server log")
         return error_response(request, status, str(exc), getattr(exc, "headers", None))

@@ -37,13 +37,23 @@ class HitPath:
         if not name or "/" in name or any(h == b"cache-control" for h, _ in scope["headers"]):
             await self.app(scope, receive, send)
             return
+        services = getattr(scope["app"].state, "services", None)
+        if services is not None and services.auth.predict_auth:
+            # A hit must not skip the route's token check: a missing, unknown or revoked token
+            # goes on to the route, whose guard answers 401.
+            authorization = next((v.decode("latin-1") for h, v in scope["headers"] if h == b"authorization"), None)
+            try:
+                await services.auth.check_predict(authorization)
+            except Exception:
+                await self.app(scope, receive, send)
+                return
         messages: list[Message] = []
         try:
             body = await _read_body(receive, messages)
         except Exception as exc:  # over the body limit, say: the route raises it where it is mapped
             await self.app(scope, _replay(messages, receive, exc), send)
             return
-        serving: Serving | None = getattr(getattr(scope["app"].state, "services", None), "serving", None)
+        serving: Serving | None = getattr(services, "serving", None)
         hit = serving.peek(name, body) if serving is not None and body is not None else None
         if hit is None:
             await self.app(scope, _replay(messages, receive), send)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -35,3 +37,9 @@ class Rollback(_Body):
 
 class AliasSet(_Body):
     version: int = Field(ge=1)
+
+
+class TokenCreate(_Body):
+    name: str = Field(description="letters, digits, '-', '_', '.'; 1-64 characters; history shows it as the actor")
+    role: Literal["admin", "reader"] = Field(default="reader",
+                                             description="admin: everything; reader: GET /admin routes only")

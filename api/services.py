@@ -10,6 +10,8 @@ import anyio.from_thread
 from sqlalchemy import Engine
 
 from api.auth import Authenticator, resolve_admin_token
+from api.metrics import Metrics
+from api.pipeline_check import StageCheck
 from api.serving import Serving
 from api.serving.breaker import CircuitBreaker
 from api.serving.cache import PredictionCache, make_redis
@@ -20,7 +22,7 @@ from api.serving.reaper import Reaper
 from api.settings import Settings
 from api.upload_check import PluginValidator
 from plugins.discovery import PluginSet
-from registry import LocalArtifactStore, RegistryService
+from registry import LocalArtifactStore, RegistryService, TokenService
 from registry import schema
 from registry.db import make_engine, make_sessions
 
@@ -32,12 +34,14 @@ class Services:
     settings: Settings
     engine: Engine
     registry: RegistryService
+    tokens: TokenService
     plugins: PluginSet
     auth: Authenticator
     manager: ModelManager
     serving: Serving
     feed: ChangeFeed
     reaper: Reaper
+    metrics: Metrics
 
     def changed(self, model: str) -> None:
         """After a committed change: switch this replica now, then tell the others."""
@@ -61,7 +65,7 @@ class Services:
         self.engine.dispose()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     """Open the registry (upgrading the embedded default), discover plugins, wire the cache."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
@@ -72,22 +76,41 @@ def build_services(settings: Settings) -> Services:
     plugins = PluginSet.discover(settings.plugin_allowlist())
     for status in plugins.statuses():
         log.info("runtime plugin %s: %s", status.name, status.status)
+    sessions = make_sessions(engine)
+    stage_check = StageCheck()  # pipelines' stages are checked in the registry that validates them
     registry = RegistryService(
-        make_sessions(engine), LocalArtifactStore(settings.resolved_artifact_dir()),
-        PluginValidator(plugins, settings.device), settings.max_artifact_bytes,
+        sessions, LocalArtifactStore(settings.resolved_artifact_dir()),
+        PluginValidator(plugins, settings.device, stage_check), settings.max_artifact_bytes,
     )
+    stage_check.bind(registry)
+    tokens = TokenService(sessions)
+    auth = Authenticator(_bootstrap_token(settings, tokens), tokens, predict_auth=settings.predict_auth,
+                         cache_seconds=settings.predict_auth_cache_seconds)
     manager = ModelManager(registry, plugins, default_device=settings.device,
                            grace_seconds=settings.unload_grace_seconds,
                            intra_op_threads=settings.intra_op_threads)
     redis = make_redis(settings.redis_url)
     first_level = FirstLevel(settings.first_level_bytes) if settings.first_level_bytes > 0 else None
     cache = PredictionCache(redis, breaker=CircuitBreaker(), first_level=first_level)
+    metrics = metrics or Metrics()
     serving = Serving(manager, cache, prefix=settings.cache_prefix,
                       default_ttl_seconds=settings.default_cache_ttl_seconds,
-                      inference_threads=settings.inference_threads or len(os.sched_getaffinity(0)))
+                      inference_threads=settings.inference_threads or len(os.sched_getaffinity(0)),
+                      max_queue_rows=settings.max_queued_rows,
+                      inference_timeout_seconds=settings.inference_timeout_seconds,
+                      on_batch=metrics.on_batch, on_inference=metrics.on_inference)
+    metrics.watch(cache_stats=lambda: cache.stats, breaker=lambda: cache.breaker_state,
+                  queue_depth=serving.batcher.queue_depth, loaded=manager.loaded_versions)
     feed = ChangeFeed(manager, redis, prefix=settings.cache_prefix, subscribe_url=settings.redis_url,
                       poll_interval=settings.poll_interval_seconds)
     reaper = Reaper(redis, settings.cache_prefix, manager.live_generations)
-    return Services(settings=settings, engine=engine, registry=registry, plugins=plugins,
-                    auth=Authenticator(resolve_admin_token(settings)), manager=manager, serving=serving,
-                    feed=feed, reaper=reaper)
+    return Services(settings=settings, engine=engine, registry=registry, tokens=tokens, plugins=plugins,
+                    auth=auth, manager=manager, serving=serving, feed=feed, reaper=reaper, metrics=metrics)
+
+
+def _bootstrap_token(settings: Settings, tokens: TokenService) -> str | None:
+    bootstrap = resolve_admin_token(settings)
+    if bootstrap is None and not any(t.active and t.role == "admin" for t in tokens.list()):
+        log.warning("no admin token exists: set MODELREG_ADMIN_TOKEN, or create one with "
+                    "`modelreg tokens create NAME --role admin --local` (same MODELREG_DATABASE_URL)")
+    return bootstrap

@@ -26,7 +26,15 @@ class Settings(BaseSettings):
     """Where artifacts are stored by sha256; default: ``data_dir/artifacts``."""
 
     admin_token: SecretStr | None = None
-    """Bearer token for /admin; when unset, one is generated and stored in ``data_dir/admin-token``."""
+    """The bootstrap admin token (acts as "bootstrap"); unset: generated into ``data_dir/admin-token`` for
+    the embedded default, none with a shared database (use ``modelreg tokens create --local``)."""
+
+    predict_auth: bool = False
+    """Require a bearer token (any role) on the predict routes; default: they are open."""
+
+    predict_auth_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a replica trusts a token it checked, on the predict path only (admin routes always ask
+    the registry); a revocation reaches the other replicas' predict routes within this time."""
 
     auto_migrate: bool | None = None
     """Upgrade the schema at start; default: only for the embedded SQLite default."""
@@ -66,6 +74,12 @@ class Settings(BaseSettings):
 
     intra_op_threads: int | None = Field(default=None, ge=1)
     """Threads a runtime may use inside one execution (ONNX Runtime, PyTorch); default: theirs."""
+
+    inference_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Longest a model execution may take before the request gets 504 naming the model."""
+
+    max_queued_rows: int = Field(default=1024, ge=1)
+    """Rows that may wait for a model's batch; past it requests get 503 with Retry-After."""
 
     @field_validator("cache_prefix")
     @classmethod

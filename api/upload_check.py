@@ -8,16 +8,17 @@ from typing import Any
 from plugins.base import LoadOptions, PluginError, Signature, resolve_device
 from plugins.discovery import PluginSet
 from plugins.formats import PICKLE_REFUSED, detect_format, is_pickle
-from plugins.validation import validate
+from plugins.validation import StageCheck, validate
 from registry import Invalid, StoredArtifact, Validated
 
 
 class PluginValidator:
     """Implements the registry's Validator with the installed runtime plugins."""
 
-    def __init__(self, plugins: PluginSet, default_device: str) -> None:
+    def __init__(self, plugins: PluginSet, default_device: str, check_stages: StageCheck | None = None) -> None:
         self._plugins = plugins
         self._default_device = default_device
+        self._check_stages = check_stages  # pipelines: their stages are checked against the registry
 
     def __call__(self, runtime_name: str, artifact: StoredArtifact, filename: str | None,
                  metadata: Mapping[str, Any], device: str | None) -> Validated:
@@ -36,7 +37,8 @@ class PluginValidator:
                     f"runtime {runtime_name!r} loads {', '.join(sorted(runtime.formats))}, not {fmt!r}; "
                     "set metadata 'format' if the file name does not say it"))
             target = resolve_device(device or self._default_device, runtime.devices())
-            found = validate(runtime, artifact.path, target, LoadOptions(format=fmt, signature=signature))
+            found = validate(runtime, artifact.path, target, LoadOptions(format=fmt, signature=signature),
+                             check_stages=self._check_stages)
         except PluginError as exc:
             return Validated(format=fmt, signature=signature.to_dict() if signature else None, error=str(exc))
         return Validated(format=fmt, signature=found.to_dict())

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 ENTRY_POINT_GROUP = "modelreg.runtimes"
+NO_DEVICE = "none"
 
 # dtype names as they appear in signatures; "str" is text (an object array of Python str).
 DTYPES: frozenset[str] = frozenset(
@@ -150,8 +151,46 @@ class Runtime(Protocol):
 # the Protocol above stays the whole required contract.
 
 
+@dataclass(frozen=True)
+class StageRef:
+    """One stage of a pipeline: a registered model at an alias (production when neither is given) or a version."""
+
+    model: str
+    alias: str | None = None
+    version: int | None = None
+
+    def describe(self) -> str:
+        """``name``, ``name@alias`` or ``name v3``, for messages."""
+        if self.version is not None:
+            return f"{self.model} v{self.version}"
+        return self.model if self.alias is None else f"{self.model}@{self.alias}"
+
+
+class Composite(Protocol):
+    """A loaded model that runs nothing itself: the server runs its stages in order.
+
+    Each stage goes through the normal serving path (its own cache namespace, batcher and
+    runtime), and one stage's outputs are the next one's inputs. Like ``decode``/``encode`` the
+    attribute is found with getattr (``stages_of``), so LoadedModel stays the whole contract.
+    """
+
+    pipeline_stages: tuple[StageRef, ...]
+
+
+def stages_of(model: object) -> tuple[StageRef, ...] | None:
+    """The stages of a composite model, None for a model that runs itself."""
+    stages = getattr(model, "pipeline_stages", None)
+    return stages if isinstance(stages, tuple) and stages else None
+
+
 def resolve_device(requested: str, available: list[str]) -> str:
-    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into one of ``available`` or explain why not."""
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into one of ``available`` or explain why not.
+
+    A runtime that lists no devices runs nothing on one (a pipeline: its stages have their own),
+    so whatever the server or the model asks for, it gets ``NO_DEVICE``.
+    """
+    if not available:
+        return NO_DEVICE
     requested = (requested or "auto").strip().lower()
     cuda = [d for d in available if d.startswith("cuda")]
     if requested == "auto":

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from plugins.base import LoadOptions, PluginError, Runtime, Signature, TensorSpec, smoke_batch
+from plugins.base import LoadOptions, PluginError, Runtime, Signature, StageRef, TensorSpec, smoke_batch, stages_of
 from plugins.formats import PICKLE_REFUSED, is_pickle
 
 log = logging.getLogger(__name__)
 
 
-def validate(runtime: Runtime, artifact: Path, device: str, options: LoadOptions) -> Signature:
-    """The signature ``artifact`` serves with, once it loaded and answered a smoke batch; else PluginError."""
+# Given a pipeline's stages, the signature it serves with (first stage's inputs, last one's
+# outputs), once the stages were found to exist and fit together; else PluginError.
+StageCheck = Callable[[tuple[StageRef, ...]], Signature]
+
+
+def validate(runtime: Runtime, artifact: Path, device: str, options: LoadOptions, *,
+             check_stages: StageCheck | None = None) -> Signature:
+    """The signature ``artifact`` serves with, once it loaded and answered a smoke batch; else PluginError.
+
+    A composite (a pipeline) runs nothing itself, so it has no smoke inference: its stages were
+    each validated when they were uploaded, and ``check_stages`` (which can see the registry)
+    proves they exist and fit together.
+    """
     if is_pickle(artifact):
         raise PluginError(PICKLE_REFUSED)
     if options.format not in runtime.formats:
@@ -29,11 +40,13 @@ def validate(runtime: Runtime, artifact: Path, device: str, options: LoadOptions
         raise PluginError.caused_by(f"runtime {runtime.name!r} could not load this {options.format} file",
                                     exc) from exc
     try:
-        signature = loaded.signature
-        if options.signature is not None:
-            problems = mismatches(options.signature, signature)
-            if problems:
-                raise PluginError("the signature in the metadata does not match the model: " + "; ".join(problems))
+        stages = stages_of(loaded)
+        if stages is not None:
+            if check_stages is None:
+                raise PluginError(f"runtime {runtime.name!r} composes registered models; "
+                                  "only a server that can see the registry can validate it")
+            return _declared_matches(options, check_stages(stages))
+        signature = _declared_matches(options, loaded.signature)
         try:
             outputs = loaded.predict(smoke_batch(signature))
         except Exception as exc:
@@ -47,6 +60,14 @@ def validate(runtime: Runtime, artifact: Path, device: str, options: LoadOptions
             loaded.unload()
         except Exception:  # validation's verdict stands; the leak is the plugin's to fix
             log.exception("runtime %r failed to unload after validation", runtime.name)
+
+
+def _declared_matches(options: LoadOptions, signature: Signature) -> Signature:
+    if options.signature is not None:
+        problems = mismatches(options.signature, signature)
+        if problems:
+            raise PluginError("the signature in the metadata does not match the model: " + "; ".join(problems))
+    return signature
 
 
 def mismatches(declared: Signature, actual: Signature) -> list[str]:

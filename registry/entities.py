@@ -122,3 +122,26 @@ class LiveState:
     cache: CachePolicy
     batching: BatchPolicy
     device: str | None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as the registry shows it: never its secret, nor the secret's hash."""
+
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = aware(self.created_at).isoformat()
+        data["revoked_at"] = aware(self.revoked_at).isoformat() if self.revoked_at else None
+        data["active"] = self.active
+        return data

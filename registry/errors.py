@@ -8,7 +8,7 @@ class RegistryError(Exception):
 
 
 class NotFound(RegistryError):
-    """A model, version or alias does not exist."""
+    """A model, version, alias or token does not exist."""
 
     def __init__(self, kind: str, name: str, key: object | None = None) -> None:
         self.kind, self.name, self.key = kind, name, key
@@ -18,6 +18,8 @@ class NotFound(RegistryError):
             what = f"model {name!r} has no version {key}; list them with GET /admin/models/{name}/versions"
         elif kind == "alias":
             what = f"model {name!r} has no alias {key!r}"
+        elif kind == "token":
+            what = f"token {name!r} does not exist; list them with GET /admin/tokens (`modelreg tokens list`)"
         else:
             what = f"{kind} {name!r} {key if key is not None else ''}".strip() + " does not exist"
         super().__init__(what)

@@ -1,4 +1,4 @@
-"""Admin API: models, versions, promotion, aliases, history, cache purge, plugins."""
+"""Admin API: models, versions, promotion, aliases, history, cache purge, plugins (and tokens)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import AdminDep, RegistryDep, ServicesDep, require_admin
+from api.deps import AdminDep, RegistryDep, ServicesDep, authorize
+from api.routes import tokens
 from api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback
 from registry.errors import Invalid
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+# Every route below, and the token routes included at the end, pass `authorize`: no token is 401, a reader
+# token on anything but GET is 403.
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)])
 
 UPLOAD_FORM = {
     "requestBody": {
@@ -162,3 +165,6 @@ def purge_cache(name: str, registry: RegistryDep, services: ServicesDep, admin: 
 def plugins(services: ServicesDep) -> list[dict[str, Any]]:
     """Every installed runtime plugin with its status, version, formats and devices."""
     return [status.to_dict() for status in services.plugins.statuses()]
+
+
+router.include_router(tokens.router)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import require_predict
 from api.serving import CacheControl
 from api.serving import v2codec
 from api.serving.v2codec import V2BadRequest
@@ -179,13 +180,14 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
     return Response(content, media_type="application/octet-stream", headers=headers)
 
 
-@router.post("/models/{name}/infer", openapi_extra=INFER_DOC)
+@router.post("/models/{name}/infer", openapi_extra=INFER_DOC, dependencies=[Depends(require_predict)])
 async def infer(name: str, request: Request) -> Response:
     """Run the production version on V2 tensors (JSON, or binary after the JSON header)."""
     return await _infer(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_DOC)
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_DOC,
+             dependencies=[Depends(require_predict)])
 async def infer_version(name: str, version: str, request: Request) -> Response:
     """Run one numbered version (it need not be live)."""
     return await _infer(request, name, _version(version))

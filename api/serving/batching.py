@@ -40,6 +40,8 @@ class _Lane:
         self.label = label
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self.queued_rows = 0
+        self.max_rows = 1
+        self.max_delay = 0.0
         self.task: asyncio.Task[None] | None = None
 
 
@@ -61,12 +63,17 @@ class Batcher:
 
     async def run(self, lane_key: Hashable, label: str, model: LoadedModel, arrays: Mapping[str, np.ndarray], *,
                   batched: bool, max_batch_size: int, max_delay_ms: float) -> dict[str, np.ndarray]:
-        """The model's outputs for ``arrays``, computed alone or in a batch with other requests."""
-        if not batched or max_batch_size <= 1:
-            return await self._execute(model, label, arrays, 1)
+        """The model's outputs for ``arrays``, computed alone or in a batch with other requests.
+
+        Unbatched requests go through the lane too, one pass at a time: a model that hangs holds
+        one inference thread, never all of them, so other models keep serving.
+        """
         lane = self._lanes.get(lane_key)
         if lane is None or lane.model is not model:
             lane = self._lanes[lane_key] = _Lane(model, label)
+        # The policy may change while the lane lives (PATCH /admin/models): read it per request.
+        lane.max_rows = max_batch_size if batched else 1
+        lane.max_delay = max_delay_ms / 1000 if batched else 0.0
         rows = _rows(arrays)
         if lane.queued_rows + rows > self._max_queue_rows:
             raise Overloaded(f"model {label} has {lane.queued_rows} rows queued (limit {self._max_queue_rows}); "
@@ -75,10 +82,10 @@ class Batcher:
         lane.queued_rows += rows
         lane.queue.put_nowait(item)
         if lane.task is None or lane.task.done():
-            lane.task = asyncio.create_task(self._work(lane_key, lane, max_batch_size, max_delay_ms / 1000))
+            lane.task = asyncio.create_task(self._work(lane_key, lane))
         return await item.future
 
-    async def _work(self, lane_key: Hashable, lane: _Lane, max_rows: int, max_delay: float) -> None:
+    async def _work(self, lane_key: Hashable, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -89,7 +96,7 @@ class Batcher:
                     return
                 continue
             batch, rows = [first], first.rows
-            deadline = loop.time() + max_delay
+            max_rows, deadline = lane.max_rows, loop.time() + lane.max_delay
             while rows < max_rows:
                 if lane.queue.empty():
                     remaining = deadline - loop.time()

@@ -23,3 +23,8 @@ class ModelFailed(ServingError):
 
 class ModelTimedOut(ServingError):
     """The runtime did not answer within the model's inference timeout."""
+
+
+class PipelineFailed(ModelFailed):
+    """A pipeline's stage could not run or refused the previous stage's answer: the composition is
+    broken (a stage deleted, demoted or promoted to a version that no longer fits), not the request."""

@@ -5,13 +5,17 @@ Leases:           ``{prefix}:l:{model}:g{generation}:v{version}:{sha256[:12]}:{i
 Change events:    ``{prefix}:events`` (a pub/sub channel)
 
 The key carries the generation (bumped by promotion, rollback and purge in SQL) and the
-version that computed the value, so invalidation is a new key, never a SCAN/DEL. Model names
+version that computed the value, so invalidation is a new key, never a SCAN/DEL. A pipeline's
+keys carry, in place of its artifact's digest, one over its artifact and every stage's live
+namespace (``pipeline_digest``): a stage's promotion moves the pipeline's answers to new keys too. Model names
 are ``[A-Za-z0-9._-]{1,128}``, so ``:`` never occurs inside one; keys are parsed from the right
 so a prefix may itself contain ``:``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -56,6 +60,16 @@ def prediction_key_prefix(ns: Namespace) -> str:
 def prediction_key(ns: Namespace, input_digest: str) -> str:
     """The cache key of one prediction: the namespace plus the canonical input digest."""
     return key_in(prediction_key_prefix(ns), input_digest)
+
+
+def pipeline_digest(ident: tuple[object, ...]) -> str:
+    """The artifact digest of a pipeline's namespace: its own artifact's and each stage's namespace.
+
+    ``ident`` is the pipeline's (model, generation, version, sha256, stages), each stage as its
+    own (model, generation, version, sha256) or, when it is a pipeline, as such an ident itself.
+    """
+    text = json.dumps(ident, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def key_in(key_prefix: str, input_digest: str) -> str:

@@ -34,8 +34,8 @@ def test_upload_promote_rollback_and_history(client: TestClient, make_model) -> 
     assert rolled.status_code == 200 and rolled.json()["production"] == 1
     history = client.get("/admin/models/fraud/history", headers=AUTH).json()
     assert [(h["action"], h["from_version"], h["to_version"], h["actor"]) for h in history] == [
-        ("create", None, None, "admin"), ("promote", None, 1, "admin"), ("promote", 1, 2, "admin"),
-        ("rollback", 2, 1, "admin")]
+        ("create", None, None, "bootstrap"), ("promote", None, 1, "bootstrap"), ("promote", 1, 2, "bootstrap"),
+        ("rollback", 2, 1, "bootstrap")]
     nothing_left = client.post("/admin/models/fraud/rollback", headers=AUTH)
     assert nothing_left.status_code == 409
     assert "no earlier production version" in nothing_left.json()["detail"]
