@@ -146,73 +146,99 @@ class PredictionCache:
         if ttl_seconds <= 0 or not (read or write):
             self.stats.bypass += 1
             return await compute(), "bypass"
-        redis_ok = True
+        local = self._local(key) if read else None
+        if local is not None:
+            self.stats.hits += 1
+            return local, "hit"
+        if read and write:
+            # Concurrent identical requests share one flight *before* Redis is asked: one read,
+            # one lease, one computation, however many callers.
+            (value, status), joined = await self._flights.run(
+                f"{key}|11", lambda: self._read_or_fill(key, compute, ttl_seconds, max_value_bytes))
+            return value, self._count("coalesced" if joined and status != "hit" else status)
         if read:
-            value, redis_ok = await self._read(key)
+            value = await self._read(key)
             if value is not None:
-                self.stats.hits += 1
-                return value, "hit"
+                return value, self._count("hit")
 
-        async def fill() -> tuple[bytes, CacheStatus]:
-            return await self._fill(key, compute, ttl_seconds, read, write, max_value_bytes, redis_ok)
+        # no-cache or no-store: no lease (this request would not share or keep a value); requests
+        # that may not read or may not write must not share a flight with those that do.
+        (value, status), joined = await self._flights.run(
+            f"{key}|{int(read)}{int(write)}",
+            lambda: self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease=None, write=write))
+        return value, self._count("coalesced" if joined else status)
 
-        # Requests that may not read or may not write must not share a flight with those that do.
-        (value, status), joined = await self._flights.run(f"{key}|{int(read)}{int(write)}", fill)
-        if joined:
-            status = "coalesced"
-        if status == "coalesced":
+    def _count(self, status: CacheStatus) -> CacheStatus:
+        if status == "hit":
+            self.stats.hits += 1
+        elif status == "coalesced":
             self.stats.coalesced += 1
         else:
             self.stats.misses += 1
-        return value, status
+        return status
+
+    def _local(self, key: str) -> bytes | None:
+        """A value this process holds: written a moment ago (write still in flight) or in the first level."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
+        if self._first_level is not None:
+            value = self._first_level.get(key)
+            if value is not None:
+                self.stats.first_level_hits += 1
+                return value
+        return None
+
+    async def _read_or_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
+                            max_value_bytes: int | None) -> tuple[bytes, CacheStatus]:
+        """One round trip asks for the value and, in case it is missing, takes the lease to compute it.
+
+        A lease taken while the value is there costs nothing: it only makes other replicas wait
+        for a value they then find at once, and it expires by itself.
+        """
+        name, token = lease_key(key), secrets.token_hex(8)
+        found = await self._call(lambda: self._get_or_lease(key, name, token))
+        if isinstance(found, _Unavailable):
+            return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease=None)
+        value, pttl, acquired = found
+        if value is not None:
+            self._remember(key, value, pttl)
+            return value, "hit"
+        if not acquired:
+            waited = await self._wait_for_value(key, name)
+            if waited is not None:
+                return waited, "coalesced"
+        return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes,
+                                             lease=(name, token) if acquired else None)
+
+    async def _get_or_lease(self, key: str, lease_name: str, token: str) -> tuple[bytes | None, int, bool]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            pipe.set(lease_name, token, nx=True, px=self._lease_ms)
+            value, pttl, acquired = await pipe.execute()
+        return value, int(pttl), acquired is True
 
     async def drain(self) -> None:
         """Wait for every background write and lease release (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _read(self, key: str) -> tuple[bytes | None, bool]:
-        pending = self._pending.get(key)
-        if pending is not None:
-            return pending, True
+    async def _read(self, key: str) -> bytes | None:
+        """The value from Redis (the local copies were asked already), filling the first level."""
         if self._first_level is not None:
-            value = self._first_level.get(key)
-            if value is not None:
-                self.stats.first_level_hits += 1
-                return value, True
             found = await self._call(lambda: self._get_with_ttl(key))
             if isinstance(found, _Unavailable):
-                return None, False
+                return None
             value, pttl = found
             self._remember(key, value, pttl)
-            return value, True
+            return value
         raw = await self._call(lambda: self._redis.get(key))
-        if isinstance(raw, _Unavailable):
-            return None, False
-        return raw, True
+        return None if isinstance(raw, _Unavailable) else raw
 
-    async def _fill(
-        self,
-        key: str,
-        compute: Callable[[], Awaitable[bytes]],
-        ttl_seconds: int,
-        read: bool,
-        write: bool,
-        max_value_bytes: int | None,
-        redis_ok: bool,
-    ) -> tuple[bytes, CacheStatus]:
-        lease: tuple[str, str] | None = None
-        # Only a request that will both accept and store a shared value takes part in leases;
-        # after a failed read this request has already paid for Redis once, so it does not wait.
-        if read and write and redis_ok:
-            name, token = lease_key(key), secrets.token_hex(8)
-            acquired = await self._call(lambda: self._redis.set(name, token, nx=True, px=self._lease_ms))
-            if acquired is True:
-                lease = (name, token)
-            elif not isinstance(acquired, _Unavailable):
-                value = await self._wait_for_value(key, name)
-                if value is not None:
-                    return value, "coalesced"
+    async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
+                                 max_value_bytes: int | None, lease: tuple[str, str] | None,
+                                 write: bool = True) -> tuple[bytes, CacheStatus]:
         try:
             value = await compute()
         except BaseException:
