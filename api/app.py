@@ -47,5 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_artifact_bytes=settings.max_artifact_bytes)
     # Outermost, so a 413 from the body limit is counted too.
     app.add_middleware(RequestMetrics, metrics=metrics)
-    logging.getLogger("modelreg").setLevel(logging.INFO)
+    logger = logging.getLogger("modelreg")
+    if logger.level == logging.NOTSET:  # `modelreg serve` sets it from --log-level
+        logger.setLevel(logging.INFO)
     return app

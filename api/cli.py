@@ -16,6 +16,7 @@ from api.cli_client import (
 )
 from api.cli_output import AsJson, emit, out, print_json, print_record, print_table
 from api.cli_tokens import tokens_app
+from api.settings import Settings
 
 # Tracebacks with locals would print the admin token; a failure here is a message, not a dump.
 app = typer.Typer(help="modelreg: a model registry and inference server.", no_args_is_help=True,
@@ -78,15 +79,18 @@ def serve(
     reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Restart on code changes (dev).")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Run the API server; every setting comes from MODELREG_* environment variables."""
-    import uvicorn
+    """Run the API server; every setting comes from MODELREG_* environment variables.
 
-    prepare_embedded()
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
-                log_level=log_level)
+    SIGTERM stops it gracefully: no new connections, requests in flight finish (for up to
+    MODELREG_SHUTDOWN_GRACE_SECONDS), models are unloaded, and the exit status is 0.
+    """
+    from api import server
+
+    settings = prepare_embedded()
+    server.run(settings, host=host, port=port, workers=workers, reload=reload, log_level=log_level)
 
 
-def prepare_embedded() -> None:
+def prepare_embedded() -> Settings:
     """Migrate and make the admin token once, here, so several workers do not race to do it."""
     from api.auth import resolve_admin_token
     from registry import schema
@@ -96,6 +100,7 @@ def prepare_embedded() -> None:
     if settings.should_auto_migrate():
         schema.upgrade(settings.resolved_database_url())
     resolve_admin_token(settings)
+    return settings
 
 
 def database_url() -> str:

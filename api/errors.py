@@ -7,8 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError, InterfaceError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.auth import Forbidden, Unauthorized
 from api.limits import BodyTooLarge
@@ -18,6 +20,7 @@ from plugins.base import PluginError
 from registry.errors import Conflict, Invalid, NotFound, RegistryError, SchemaOutOfDate, TooLarge
 
 log = logging.getLogger("modelreg.errors")
+CLIENT_CLOSED_REQUEST = 499
 
 STATUS: list[tuple[type[Exception], int]] = [
     (NotFound, 404),
@@ -82,14 +85,27 @@ def install(app: FastAPI) -> None:
         return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     async def database(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("registry database unavailable: %s", type(exc).__name__)
-        return error_response(request, 503, "the registry database is unavailable; try again shortly",
-                              {"Retry-After": "5"})
+        if isinstance(exc, DBAPIError) and not isinstance(exc, (OperationalError, InterfaceError)) \
+                and not exc.connection_invalidated:
+            return await domain(request, exc)  # a bug (say an IntegrityError), not an outage: 500, logged
+        log.warning("registry database unavailable on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return error_response(request, 503, "the registry database is unavailable; loaded models keep serving, "
+                              "registry changes wait until it is back: try again shortly", {"Retry-After": "5"})
+
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Not a server error: the half-read body is dropped (an upload's spool file with it) and
+        # nobody is left to answer. 499 is what the access log and the metrics show (nginx's code).
+        log.info("client closed the connection before sending the whole body of %s %s",
+                 request.method, request.url.path)
+        return error_response(request, CLIENT_CLOSED_REQUEST, "the client closed the connection mid-request")
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
-    app.add_exception_handler(OperationalError, database)
-    app.add_exception_handler(InterfaceError, database)
+    # The database down or unreachable: a lost connection, a refused one, or a pool with none to give.
+    for kind in (OperationalError, InterfaceError, DBAPIError, PoolTimeout):
+        app.add_exception_handler(kind, database)
     for kind in (RegistryError, ServingError, Unauthorized, Forbidden, BodyTooLarge, PluginError):
         app.add_exception_handler(kind, domain)
     app.state.domain_error_handler = domain

@@ -27,6 +27,8 @@ from registry import schema
 from registry.db import make_engine, make_sessions
 
 log = logging.getLogger("modelreg")
+# At shutdown, how long cache writes and model executions still running (their requests are gone) may take.
+SHUTDOWN_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -59,10 +61,16 @@ class Services:
         self.feed.start(lambda: self.reaper.run_forever(self.settings.reap_interval_seconds))
 
     async def stop(self) -> None:
+        """After the last request (uvicorn waits up to MODELREG_SHUTDOWN_GRACE_SECONDS): finish, unload, close."""
         await self.feed.stop()
-        await self.serving.close()
+        hung = await self.serving.close(wait_seconds=SHUTDOWN_WAIT_SECONDS)
+        if hung:
+            log.warning("%d inference thread(s) still running after %gs (a hung model?); exiting without them",
+                        hung, SHUTDOWN_WAIT_SECONDS)
+        unloaded = self.manager.loaded_versions()
         self.manager.close()
         self.engine.dispose()
+        log.info("shut down: unloaded %s", ", ".join(f"{n} v{v}" for n, v in unloaded) or "no models")
 
 
 def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     max_queued_rows: int = Field(default=1024, ge=1)
     """Rows that may wait for a model's batch; past it requests get 503 with Retry-After."""
 
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish before they are cancelled and the
+    server unloads its models and exits (new connections are refused from the signal on)."""
+
     @field_validator("cache_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:

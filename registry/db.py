@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker, Session
 
 # Named constraints keep Alembic diffs stable across databases.
@@ -15,6 +16,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# libpq: give up connecting after 3 s, and notice a dead peer on an idle connection within ~25 s.
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 3, "keepalives": 1, "keepalives_idle": 10,
+                                         "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class Base(DeclarativeBase):
@@ -27,6 +32,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
         return engine
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # A database that is down must cost a request seconds, not minutes: admin routes answer 503
+        # quickly and loaded models keep serving. The URL's own parameters win over these.
+        kwargs.setdefault("connect_args", {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in parsed.query})
+        kwargs.setdefault("pool_timeout", 5)
+    # pre_ping: after an outage the pooled connections are dead; each is tested and replaced on checkout.
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, **kwargs)
 
 

@@ -66,9 +66,10 @@ def _check_policy(changes: Mapping[str, Any]) -> None:
     for key in ("cache_ttl_seconds", "cache_max_value_bytes"):
         if changes.get(key) is not None and changes[key] < 0:
             raise Invalid(f"{key} must be 0 or more (0 turns caching off)")
-    if "max_batch_size" in changes and not 1 <= changes["max_batch_size"] <= 4096:
+    # null leaves these as they are (update_model skips it): only a number is checked.
+    if changes.get("max_batch_size") is not None and not 1 <= changes["max_batch_size"] <= 4096:
         raise Invalid("max_batch_size must be between 1 and 4096")
-    if "max_delay_ms" in changes and not 0 <= changes["max_delay_ms"] <= 10_000:
+    if changes.get("max_delay_ms") is not None and not 0 <= changes["max_delay_ms"] <= 10_000:
         raise Invalid("max_delay_ms must be between 0 and 10000")
     device = changes.get("device")
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):

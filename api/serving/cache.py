@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -92,6 +92,10 @@ class PredictionCache:
         self._tasks: set[asyncio.Task[None]] = set()
         # Values whose Redis write is still in flight: read-your-writes within this replica.
         self._pending: dict[str, bytes] = {}
+        # Write-behind: the values computed in one turn of the event loop (a batch's worth) go to
+        # Redis in one pipeline, not one round trip each.
+        self._writes: dict[str, tuple[bytes, int]] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self.stats = CacheStats()
 
     @property
@@ -255,7 +259,9 @@ class PredictionCache:
         if self._first_level is not None:
             self._first_level.put(key, value, ttl_seconds)
         self._pending[key] = value
-        self._background(self._write(key, value, ttl_seconds))
+        self._writes[key] = (value, ttl_seconds)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._background(self._flush())
         return value, "miss"
 
     async def _wait_for_value(self, key: str, lease_name: str) -> bytes | None:
@@ -299,12 +305,22 @@ class PredictionCache:
             value, pttl, lease_pttl = await pipe.execute()
         return value, int(pttl), int(lease_pttl)
 
-    async def _write(self, key: str, value: bytes, ttl_seconds: int) -> None:
-        try:
-            await self._call(lambda: self._redis.set(key, value, ex=ttl_seconds))
-        finally:
-            if self._pending.get(key) is value:
-                del self._pending[key]
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other answers of this loop turn join the pipeline
+        while self._writes:
+            batch, self._writes = self._writes, {}
+            try:
+                await self._call(lambda: self._set_many(batch))
+            finally:
+                for key, (value, _) in batch.items():
+                    if self._pending.get(key) is value:
+                        del self._pending[key]
+
+    async def _set_many(self, batch: Mapping[str, tuple[bytes, int]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, (value, ttl_seconds) in batch.items():
+                pipe.set(key, value, ex=ttl_seconds)
+            await pipe.execute()
 
     async def _release(self, name: str, token: str) -> None:
         async def compare_and_delete() -> None:
@@ -341,10 +357,11 @@ class PredictionCache:
             log.info("Redis answers again; cache resumed")
         return result
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

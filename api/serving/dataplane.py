@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +29,23 @@ from api.serving.codec import (
     input_digest,
     unnamed_view,
 )
-from api.serving.errors import InvalidInput, ModelTimedOut
-from api.serving.keys import Namespace, body_key, key_in, prediction_key_prefix
+from api.serving.errors import InvalidInput, ModelTimedOut, PipelineFailed
+from api.serving.keys import Namespace, body_key, key_in, pipeline_digest, prediction_key_prefix
 from api.serving.manager import ModelManager, Servable
+from api.serving.pipeline import (
+    Plan, STAGE_ERRORS, feed, loaded_plan, next_request, pipeline_answer, request_digest, resolve_plan, stage_error,
+    stage_outputs,
+)
+from api.serving.threads import InferenceThreads
+from plugins.base import stages_of
 
 # Tags mixed into the input digest: a plugin's own payload codec caches its own rendered body,
 # which no other route can read, so it must not share keys with the canonical entries.
 _CANONICAL = ""
 _PLUGIN_BODY = "plugin-body"
+_PIPELINE_ARRAYS = "pipeline-arrays"
+
+log = logging.getLogger("modelreg.serving")
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,10 @@ class Serving:
         self._prefix = prefix
         self._default_ttl = default_ttl_seconds
         self._timeout = inference_timeout_seconds
-        self._key_prefixes: dict[tuple[str, int, int, str], str] = {}
+        self._key_prefixes: dict[tuple[Any, ...], str] = {}
         # Executions get their own few threads: a pile of concurrent misses must not starve the
         # event loop that answers the hits.
-        self._executor = ThreadPoolExecutor(max_workers=inference_threads, thread_name_prefix="modelreg-infer")
+        self._executor = InferenceThreads(inference_threads)
         self.batcher = Batcher(self._executor, max_queue_rows=max_queue_rows, on_batch=on_batch,
                                on_inference=on_inference)
 
@@ -101,7 +110,12 @@ class Serving:
     async def predict(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None,
                       control: CacheControl = CacheControl()) -> Prediction:
         """The /predict answer for a JSON body."""
-        servable = await self.resolve(name, version, alias)
+        return await self._predict(await self.resolve(name, version, alias), body, control, ())
+
+    async def _predict(self, servable: Servable, body: bytes, control: CacheControl,
+                       chain: tuple[str, ...]) -> Prediction:
+        if stages_of(servable.model) is not None:
+            return await self._predict_pipeline(servable, body, control, chain)
         ttl = self._ttl(servable)
         key_prefix = self._key_prefix(servable)
         exact = _exact_key(key_prefix, body)
@@ -131,13 +145,27 @@ class Serving:
             return None
         if servable is None or self._ttl(servable) <= 0:
             return None
-        cached = self.cache.peek(_exact_key(self._key_prefix(servable), body))
+        key_prefix = self._key_prefix(servable)
+        if stages_of(servable.model) is not None:
+            try:  # a pipeline's keys name its stages' live versions: all loaded, or the normal way
+                plan = loaded_plan(self.manager, servable)
+            except PipelineFailed:
+                return None
+            if plan is None:
+                return None
+            key_prefix = self._pipeline_key_prefix(servable, plan)
+        cached = self.cache.peek(_exact_key(key_prefix, body))
         return None if cached is None else Prediction(body=cached, version=servable.version, cache_status="hit")
 
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], *, version: int | None = None,
                     alias: str | None = None, control: CacheControl = CacheControl()) -> Inference:
         """Named outputs for already decoded inputs (the V2 routes); same keys as ``predict``."""
-        servable = await self.resolve(name, version, alias)
+        return await self._infer(await self.resolve(name, version, alias), arrays, control, ())
+
+    async def _infer(self, servable: Servable, arrays: Mapping[str, np.ndarray], control: CacheControl,
+                     chain: tuple[str, ...]) -> Inference:
+        if stages_of(servable.model) is not None:
+            return await self._infer_pipeline(servable, arrays, control, chain)
         key = key_in(self._key_prefix(servable), input_digest(arrays, response_format=_CANONICAL))
         value, status, fresh = await self._canonical(servable, key, arrays, self._ttl(servable), control)
         outputs = fresh if fresh is not None else decode_canonical(value, servable.signature)
@@ -211,15 +239,92 @@ class Serving:
         ident = (servable.name, servable.state.generation, servable.version, servable.sha256)
         found = self._key_prefixes.get(ident)
         if found is None:
-            if len(self._key_prefixes) > 10_000:  # old generations pile up over a long life
-                self._key_prefixes.clear()
-            found = prediction_key_prefix(Namespace(self._prefix, *ident))
-            self._key_prefixes[ident] = found
+            found = self._remember_prefix(ident, Namespace(self._prefix, *ident))
         return found
 
-    async def close(self) -> None:
-        await self.cache.drain()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def _pipeline_key_prefix(self, servable: Servable, plan: Plan) -> str:
+        found = self._key_prefixes.get(plan.ident)
+        if found is None:
+            found = self._remember_prefix(plan.ident, Namespace(
+                self._prefix, servable.name, servable.state.generation, servable.version, pipeline_digest(plan.ident)))
+        return found
+
+    def _remember_prefix(self, ident: tuple[Any, ...], namespace: Namespace) -> str:
+        if len(self._key_prefixes) > 10_000:  # old generations pile up over a long life
+            self._key_prefixes.clear()
+        found = prediction_key_prefix(namespace)
+        self._key_prefixes[ident] = found
+        return found
+
+    # pipelines ----------------------------------------------------------------------------
+
+    async def _predict_pipeline(self, servable: Servable, body: bytes, control: CacheControl,
+                                chain: tuple[str, ...]) -> Prediction:
+        """Each stage through its normal path, the pipeline's own answer cached under keys naming them all."""
+        plan = await resolve_plan(self.manager, servable, chain)
+        ttl = self._ttl(servable)
+        key_prefix = self._pipeline_key_prefix(servable, plan)
+        exact = _exact_key(key_prefix, body)
+        if ttl > 0 and control.read and control.write:
+            cached = self.cache.peek(exact)
+            if cached is not None:
+                return Prediction(body=cached, version=servable.version, cache_status="hit")
+        key = key_in(key_prefix, request_digest(body))
+        inner = (*chain, servable.name)
+
+        async def compute() -> bytes:
+            # Each stage runs the version the plan (and so the key) names, never a newer one.
+            request, outputs = body, None
+            answered: list[dict[str, Any]] = []
+            for index, stage in enumerate(plan.stages, 1):
+                if index > 1:
+                    request = next_request(outputs)
+                try:
+                    answer = await self._predict(stage, request, control, inner)
+                except STAGE_ERRORS as exc:
+                    raise stage_error(servable.name, index, stage, exc) from exc
+                outputs = stage_outputs(answer.body)
+                answered.append({"model": stage.name, "version": answer.version})
+            return pipeline_answer(servable, outputs, answered)
+
+        value, status = await self.cache.get_or_compute(
+            key, compute, ttl_seconds=ttl, read=control.read, write=control.write,
+            max_value_bytes=servable.state.cache.max_value_bytes)
+        if status != "bypass" and control.read and control.write:
+            self.cache.link(exact, key)
+        return Prediction(body=value, version=servable.version, cache_status=status)
+
+    async def _infer_pipeline(self, servable: Servable, arrays: Mapping[str, np.ndarray], control: CacheControl,
+                              chain: tuple[str, ...]) -> Inference:
+        """The V2 form of ``_predict_pipeline``: named arrays from stage to stage."""
+        plan = await resolve_plan(self.manager, servable, chain)
+        key = key_in(self._pipeline_key_prefix(servable, plan), input_digest(arrays, response_format=_PIPELINE_ARRAYS))
+        inner = (*chain, servable.name)
+        computed: list[Mapping[str, np.ndarray]] = []
+
+        async def compute() -> bytes:
+            current: Mapping[str, np.ndarray] = arrays
+            for index, stage in enumerate(plan.stages, 1):
+                try:
+                    current = (await self._infer(stage, feed(current, stage.signature), control, inner)).outputs
+                except STAGE_ERRORS as exc:
+                    raise stage_error(servable.name, index, stage, exc) from exc
+            computed.append(current)
+            return encode_canonical(servable.name, servable.version, current)
+
+        value, status = await self.cache.get_or_compute(
+            key, compute, ttl_seconds=self._ttl(servable), read=control.read, write=control.write,
+            max_value_bytes=servable.state.cache.max_value_bytes)
+        outputs = computed[0] if computed else decode_canonical(value, servable.signature)
+        return Inference(outputs=dict(outputs), version=servable.version, cache_status=status)
+
+    async def close(self, wait_seconds: float = 5.0) -> int:
+        """Finish cache writes, stop the inference threads; how many still run after ``wait_seconds`` (hung)."""
+        try:  # each write is bounded by the Redis timeout; bound them all the same
+            await asyncio.wait_for(self.cache.drain(), wait_seconds)
+        except TimeoutError:
+            log.warning("cache writes still pending after %gs at shutdown; dropping them", wait_seconds)
+        return await asyncio.to_thread(self._executor.close, wait_seconds)
 
     def _ttl(self, servable: Servable) -> int:
         policy = servable.state.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -14,6 +15,7 @@ from api.serving.manager import ModelManager
 from api.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger("modelreg.events")
+FAILURE_LOG_EVERY_SECONDS = 60.0
 
 
 class ChangeFeed:
@@ -27,6 +29,8 @@ class ChangeFeed:
         self._subscribe_url = subscribe_url
         self._poll_interval = poll_interval
         self._tasks: list[asyncio.Task[None]] = []
+        self._failing_since: float | None = None
+        self._last_warning = 0.0
         self.received = 0
 
     async def publish(self, model: str) -> None:
@@ -55,12 +59,26 @@ class ChangeFeed:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self._poll_interval)
-            try:
-                await asyncio.to_thread(self._manager.refresh)
-            except Exception as exc:  # database down: keep serving what is loaded
-                reraise_if_cancelled(exc)
-                log.warning("registry poll failed (%s: %s); serving the versions already loaded",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            await self._refresh()
+
+    async def _refresh(self, name: str | None = None) -> None:
+        """Re-read the registry; while it is down, keep serving what is loaded and say so (not every tick)."""
+        try:
+            await asyncio.to_thread(self._manager.refresh, name)
+        except Exception as exc:
+            reraise_if_cancelled(exc)
+            now = time.monotonic()
+            if self._failing_since is None or now - self._last_warning >= FAILURE_LOG_EVERY_SECONDS:
+                log.warning("registry unreachable (%s: %s); serving the versions already loaded, retrying every %gs",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self._poll_interval)
+                self._last_warning = now
+            if self._failing_since is None:
+                self._failing_since = now
+        else:
+            if self._failing_since is not None:
+                log.warning("registry reachable again after %.1fs; live versions re-read",
+                            time.monotonic() - self._failing_since)
+                self._failing_since = None
 
     async def _listen(self, url: str) -> None:
         while True:
@@ -69,14 +87,15 @@ class ChangeFeed:
             try:
                 await pubsub.subscribe(self._channel)
                 # Anything may have changed while we were not listening.
-                await asyncio.to_thread(self._manager.refresh)
+                await self._refresh()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
                     self.received += 1
                     name = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                    await asyncio.to_thread(self._manager.refresh, name)
+                    # A registry failure here is the poll's to report; it must not drop the subscription.
+                    await self._refresh(name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

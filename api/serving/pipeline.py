@@ -8,6 +8,7 @@ one stage's answer becomes the next one's request, and what a client is told whe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 import orjson
 
 from api.serving.errors import InvalidInput, ModelTimedOut, Overloaded, PipelineFailed, ServingError
-from api.serving.manager import Servable
+from api.serving.manager import ModelManager, Servable
 from plugins.base import PluginError, Signature, StageRef, stages_of
 from registry import RegistryError
 
@@ -27,7 +28,7 @@ _REQUEST_DIGEST = b"modelreg-pipeline-request-v1"
 # A stage's servable when it can be had: None means "not loaded here yet" (the non-blocking
 # resolver); the blocking one loads it or raises.
 Resolve = Callable[[StageRef], Servable | None]
-StageErrors = (ServingError, RegistryError, PluginError)
+STAGE_ERRORS = (ServingError, RegistryError, PluginError)  # a stage's failure, told with its stage
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,22 @@ def make_plan(servable: Servable, resolve: Resolve, chain: tuple[str, ...] = ())
         stages.append(stage)
     ident = (servable.name, servable.state.generation, servable.version, servable.sha256, tuple(idents))
     return Plan(stages=tuple(stages), ident=ident)
+
+
+def loaded_plan(manager: ModelManager, servable: Servable, chain: tuple[str, ...] = ()) -> Plan | None:
+    """The plan from what is loaded here (no I/O: safe on the event loop); None if a stage is not."""
+    return make_plan(servable, lambda ref: manager.resolve_loaded(ref.model, ref.version, ref.alias), chain)
+
+
+async def resolve_plan(manager: ModelManager, servable: Servable, chain: tuple[str, ...] = ()) -> Plan:
+    """The plan, loading stages first where needed (in a thread: loading is blocking work)."""
+    plan = loaded_plan(manager, servable, chain)
+    if plan is None:
+        plan = await asyncio.to_thread(
+            make_plan, servable, lambda ref: manager.resolve(ref.model, ref.version, ref.alias), chain)
+    if plan is None:  # manager.resolve loads or raises, so this cannot happen
+        raise PipelineFailed(f"pipeline {servable.name!r}: a stage could not be loaded")
+    return plan
 
 
 def request_digest(body: bytes) -> str:

