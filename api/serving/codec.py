@@ -98,38 +98,49 @@ def _check_shape(spec: TensorSpec, array: np.ndarray) -> None:
         raise InvalidInput(f"{_expected(spec)}, got shape [{', '.join(str(n) for n in array.shape)}]")
 
 
-def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
-    target = np.dtype(spec.dtype)
-    kind = array.dtype.kind
-    if kind in "US":
-        raise InvalidInput(f"{_expected(spec)}, got text")
+def cast_numbers(array: np.ndarray, dtype: str, type_name: str) -> np.ndarray:
+    """``array`` (parsed from JSON) as ``dtype``, exactly, or ValueError with what is wrong.
+
+    The reason reads after "expected ...": "got text", "got true/false", "got numbers (true/false
+    expected)", "got a non-integral number (1.5)", "got a number out of range for <type_name>".
+    Shared by the predict and V2 decoders so both accept and refuse the same values.
+    """
+    target, kind = np.dtype(dtype), array.dtype.kind
+    if array.size == 0:
+        return array.astype(target)
+    if kind not in "biuf":  # text, null, or an integer beyond 64 bits
+        raise ValueError("got text" if kind in "US" else f"got a number out of range for {type_name}")
     if target.kind == "b":
         if kind != "b":
-            raise InvalidInput(f"{_expected(spec)} (true/false), got numbers")
+            raise ValueError("got numbers (true/false expected)")
         return array
     if kind == "b":
-        raise InvalidInput(f"{_expected(spec)}, got true/false")
+        raise ValueError("got true/false")
     if target.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
             out = array.astype(target)
         if not np.all(np.isfinite(out)):
-            raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
+            raise ValueError(f"got a number out of range for {type_name}")
         return out
     info = np.iinfo(target)
-    if array.size == 0:
-        return array.astype(target)
     if kind == "f":
         if not np.all(array == np.trunc(array)):
             bad = array[array != np.trunc(array)].flat[0]
-            raise InvalidInput(f"{_expected(spec)}, got a non-integral number ({float(bad)!r})")
+            raise ValueError(f"got a non-integral number ({float(bad)!r})")
         # float(info.max) rounds up for 64-bit types, so compare against max + 1, which is exact.
-        if array.min() < info.min or array.max() >= float(info.max) + 1:
-            raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
-        return array.astype(target)
-    low, high = int(array.min()), int(array.max())
-    if low < info.min or high > info.max:
-        raise InvalidInput(f"{_expected(spec)}, got a number out of range for {spec.dtype}")
+        outside = bool(array.min() < info.min or array.max() >= float(info.max) + 1)
+    else:
+        outside = int(array.min()) < info.min or int(array.max()) > info.max
+    if outside:
+        raise ValueError(f"got a number out of range for {type_name}")
     return array.astype(target)
+
+
+def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    try:
+        return cast_numbers(array, spec.dtype, spec.dtype)
+    except ValueError as exc:
+        raise InvalidInput(f"{_expected(spec)}, {exc}") from None
 
 
 def _decode_one(spec: TensorSpec, value: Any) -> np.ndarray:

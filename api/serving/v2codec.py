@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from api.serving.codec import cast_numbers
 from api.serving.errors import InvalidInput, ServingError
 from plugins.base import Signature, TensorSpec
 
@@ -239,33 +240,10 @@ def _from_json(spec: TensorSpec, data: Any, count: int) -> np.ndarray:
 
 
 def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
-    target, kind, datatype = np.dtype(spec.dtype), array.dtype.kind, TO_DATATYPE[spec.dtype]
-    if array.size == 0:
-        return array.astype(target)
-    if kind not in "biuf":  # null, text, or an integer beyond 64 bits
-        raise V2BadRequest(f"{_expected(spec)}: data must be {'true/false' if target.kind == 'b' else 'numbers'} "
-                           f"within the range of {datatype}")
-    if (target.kind == "b") != (kind == "b"):
-        raise V2BadRequest(f"{_expected(spec)}: data must be {'true/false' if target.kind == 'b' else 'numbers, not true/false'}")
-    if target.kind == "b":
-        return array
-    if target.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = array.astype(target)
-        if not np.all(np.isfinite(out)):
-            raise V2BadRequest(f"{_expected(spec)}: a number is out of range for {datatype}")
-        return out
-    info = np.iinfo(target)
-    if kind == "f":
-        if not np.all(array == np.trunc(array)):
-            raise V2BadRequest(f"{_expected(spec)}: data must be integers")
-        # float(info.max) rounds up for 64-bit types, so compare against max + 1, which is exact.
-        outside = bool(array.min() < info.min or array.max() >= float(info.max) + 1)
-    else:
-        outside = int(array.min()) < info.min or int(array.max()) > info.max
-    if outside:
-        raise V2BadRequest(f"{_expected(spec)}: a number is out of range for {datatype}")
-    return array.astype(target)
+    try:
+        return cast_numbers(array, spec.dtype, TO_DATATYPE[spec.dtype])
+    except ValueError as exc:
+        raise V2BadRequest(f"{_expected(spec)}: {exc}") from None
 
 
 def _datatype(name: str, array: np.ndarray) -> str:

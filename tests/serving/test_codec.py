@@ -122,7 +122,7 @@ def test_multi_input_errors(body: bytes, message: str) -> None:
     ("inputs", "message"),
     [
         ({"t": [1], "flag": True, "n": [[1]]}, "input 't': expected text with shape [batch], got a number (1)"),
-        ({"t": ["a"], "flag": 1, "n": [[1]]}, "input 'flag': expected bool with shape [] (true/false), got numbers"),
+        ({"t": ["a"], "flag": 1, "n": [[1]]}, "input 'flag': expected bool with shape [], got numbers (true/false expected)"),
         ({"t": ["a"], "flag": [True], "n": [[1]]}, "input 'flag': expected bool with shape [], got shape [1]"),
         ({"t": ["a"], "flag": True, "n": [[300]]}, "input 'n': expected int8 with shape [batch, *], got a number out of range for int8"),
         ({"t": ["a"], "flag": True, "n": [[2**62]]}, "got a number out of range for int8"),
