@@ -153,18 +153,23 @@ def _decode_one(spec: TensorSpec, value: Any) -> np.ndarray:
     return _cast(spec, array)  # asarray and astype of nested lists are C-contiguous already
 
 
-def decode_json_inputs(body: bytes, signature: Signature) -> DecodedInputs:
-    """Parse ``{"inputs": ...}`` and convert each input to its signature dtype and shape."""
-    expected_body = _body_shape(signature)
+def json_inputs(body: bytes, expected_body: str = '{"inputs": ...}') -> Any:
+    """The ``inputs`` field of a JSON request body; InvalidInput saying what to send otherwise."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON ({exc}); send {expected_body}") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise InvalidInput(f'request body has no "inputs" field; send {expected_body}')
+    return payload["inputs"]
+
+
+def decode_json_inputs(body: bytes, signature: Signature) -> DecodedInputs:
+    """Parse ``{"inputs": ...}`` and convert each input to its signature dtype and shape."""
+    expected_body = _body_shape(signature)
+    raw = json_inputs(body, expected_body)
     if not signature.inputs:
         raise InvalidInput("this model declares no inputs, so it cannot be called with a JSON payload")
-    raw = payload["inputs"]
     specs = {s.name: s for s in signature.inputs}
     named = isinstance(raw, dict)
     if not named:

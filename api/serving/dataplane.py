@@ -27,6 +27,7 @@ from api.serving.codec import (
     encode_canonical,
     encode_prediction,
     input_digest,
+    json_inputs,
     unnamed_view,
 )
 from api.serving.errors import InvalidInput, ModelTimedOut, PipelineFailed
@@ -228,6 +229,11 @@ class Serving:
             return orjson.dumps({"model": servable.name, "version": servable.version, "outputs": answer},
                                 option=orjson.OPT_SERIALIZE_NUMPY)
 
+        return await self._cached_body(servable, key, exact, compute, ttl, control)
+
+    async def _cached_body(self, servable: Servable, key: str, exact: str, compute: Callable[[], Awaitable[bytes]],
+                           ttl: int, control: CacheControl) -> Prediction:
+        """A response body cached as it is (no canonical entry), its exact-bytes alias linked to it."""
         value, status = await self.cache.get_or_compute(
             key, compute, ttl_seconds=ttl, read=control.read, write=control.write,
             max_value_bytes=servable.state.cache.max_value_bytes)
@@ -287,12 +293,7 @@ class Serving:
                 answered.append({"model": stage.name, "version": answer.version})
             return pipeline_answer(servable, outputs, answered)
 
-        value, status = await self.cache.get_or_compute(
-            key, compute, ttl_seconds=ttl, read=control.read, write=control.write,
-            max_value_bytes=servable.state.cache.max_value_bytes)
-        if status != "bypass" and control.read and control.write:
-            self.cache.link(exact, key)
-        return Prediction(body=value, version=servable.version, cache_status=status)
+        return await self._cached_body(servable, key, exact, compute, ttl, control)
 
     async def _infer_pipeline(self, servable: Servable, arrays: Mapping[str, np.ndarray], control: CacheControl,
                               chain: tuple[str, ...]) -> Inference:
@@ -349,14 +350,9 @@ def _batchable(servable: Servable) -> bool:
 
 
 def _plugin_decode(servable: Servable, body: bytes) -> dict[str, np.ndarray]:
+    inputs = json_inputs(body)
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise InvalidInput('request body must be a JSON object with "inputs"')
-    try:
-        arrays = servable.model.decode(payload["inputs"])  # type: ignore[attr-defined]
+        arrays = servable.model.decode(inputs)  # type: ignore[attr-defined]
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{servable.name}: {exc}") from exc
     return dict(arrays)

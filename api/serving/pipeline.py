@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from api.serving.codec import json_inputs
 from api.serving.errors import InvalidInput, ModelTimedOut, Overloaded, PipelineFailed, ServingError
 from api.serving.manager import ModelManager, Servable
 from plugins.base import PluginError, Signature, StageRef, stages_of
@@ -96,13 +97,7 @@ def request_digest(body: bytes) -> str:
     keys its answers on the JSON itself; spellings that differ in number format (``1`` / ``1.0``)
     miss here but still hit the first stage's cache, which digests decoded tensors.
     """
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON ({exc}); send {{\"inputs\": ...}}") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise InvalidInput('request body has no "inputs" field; send {"inputs": ...}')
-    canonical = orjson.dumps(payload["inputs"], option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(json_inputs(body), option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(_REQUEST_DIGEST + canonical, digest_size=16).hexdigest()
 
 

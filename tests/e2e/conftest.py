@@ -73,7 +73,8 @@ def start_replicas(tmp_path: Path) -> Iterator[Callable[..., list[Replica]]]:
     """Start N replicas sharing one database, one Redis and one artifact folder."""
     started: list[Replica] = []
 
-    def _start(n: int, *, database_url: str, redis_url: str | None, cli: bool = False, **extra: str) -> list[Replica]:
+    def _start(n: int, *, database_url: str, redis_url: str | None, cli: bool = False,
+               **extra: str) -> list[Replica]:
         env = {**os.environ, "MODELREG_DATABASE_URL": database_url, "MODELREG_ADMIN_TOKEN": TOKEN,
                "MODELREG_DATA_DIR": str(tmp_path / "data"), "MODELREG_AUTO_MIGRATE": "true",
                "MODELREG_POLL_INTERVAL_SECONDS": "0.5", "MODELREG_CACHE_PREFIX": f"modelreg-test-{uuid.uuid4().hex[:8]}",

@@ -28,7 +28,8 @@ def _executions(counter: Path) -> int:
     return len(counter.read_text().splitlines()) if counter.exists() else 0
 
 
-def _send_while_running(replica: Replica, counter: Path, body: dict[str, object]) -> tuple[threading.Thread, list[object]]:
+def _send_while_running(replica: Replica, counter: Path,
+                        body: dict[str, object]) -> tuple[threading.Thread, list[object]]:
     """Start a predict in a thread and return once the model is executing it."""
     before = _executions(counter)
     outcome: list[object] = []
