@@ -155,13 +155,19 @@ class PredictionCache:
             self.stats.hits += 1
             return local, "hit"
         if read and write:
-            # Concurrent identical requests share one flight *before* Redis is asked: one read,
-            # one lease, one computation, however many callers.
+            flight = f"{key}|11"
+            redis_ok = True
+            # A flight for this key already running here will bring the value: join it without
+            # asking Redis (a cold burst of identical requests costs one read, not one each).
+            if not self._flights.running(flight):
+                value, redis_ok = await self._read(key)
+                if value is not None:
+                    return value, self._count("hit")
             (value, status), joined = await self._flights.run(
-                f"{key}|11", lambda: self._read_or_fill(key, compute, ttl_seconds, max_value_bytes))
-            return value, self._count("coalesced" if joined and status != "hit" else status)
+                flight, lambda: self._lease_and_fill(key, compute, ttl_seconds, max_value_bytes, redis_ok))
+            return value, self._count("coalesced" if joined else status)
         if read:
-            value = await self._read(key)
+            value, _ = await self._read(key)
             if value is not None:
                 return value, self._count("hit")
 
@@ -193,52 +199,38 @@ class PredictionCache:
                 return value
         return None
 
-    async def _read_or_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
-                            max_value_bytes: int | None) -> tuple[bytes, CacheStatus]:
-        """One round trip asks for the value and, in case it is missing, takes the lease to compute it.
-
-        A lease taken while the value is there costs nothing: it only makes other replicas wait
-        for a value they then find at once, and it expires by itself.
-        """
-        name, token = lease_key(key), secrets.token_hex(8)
-        found = await self._call(lambda: self._get_or_lease(key, name, token))
-        if isinstance(found, _Unavailable):
-            return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease=None)
-        value, pttl, acquired = found
-        if value is not None:
-            self._remember(key, value, pttl)
-            return value, "hit"
-        if not acquired:
-            waited = await self._wait_for_value(key, name)
-            if waited is not None:
-                return waited, "coalesced"
-        return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes,
-                                             lease=(name, token) if acquired else None)
-
-    async def _get_or_lease(self, key: str, lease_name: str, token: str) -> tuple[bytes | None, int, bool]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.pttl(key)
-            pipe.set(lease_name, token, nx=True, px=self._lease_ms)
-            value, pttl, acquired = await pipe.execute()
-        return value, int(pttl), acquired is True
+    async def _lease_and_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
+                              max_value_bytes: int | None, redis_ok: bool) -> tuple[bytes, CacheStatus]:
+        """Across replicas: take the lease and compute, or wait for the replica that holds it."""
+        lease: tuple[str, str] | None = None
+        # After a failed read this request has already paid for Redis once, so it does not wait.
+        if redis_ok:
+            name, token = lease_key(key), secrets.token_hex(8)
+            acquired = await self._call(lambda: self._redis.set(name, token, nx=True, px=self._lease_ms))
+            if acquired is True:
+                lease = (name, token)
+            elif not isinstance(acquired, _Unavailable):
+                value = await self._wait_for_value(key, name)
+                if value is not None:
+                    return value, "coalesced"
+        return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease)
 
     async def drain(self) -> None:
         """Wait for every background write and lease release (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _read(self, key: str) -> bytes | None:
-        """The value from Redis (the local copies were asked already), filling the first level."""
+    async def _read(self, key: str) -> tuple[bytes | None, bool]:
+        """The value from Redis (local copies were asked already) and whether Redis answered."""
         if self._first_level is not None:
             found = await self._call(lambda: self._get_with_ttl(key))
             if isinstance(found, _Unavailable):
-                return None
+                return None, False
             value, pttl = found
-            self._remember(key, value, pttl)
-            return value
+            self._remember(key, value, pttl)  # the first level keeps it as long as Redis would
+            return value, True
         raw = await self._call(lambda: self._redis.get(key))
-        return None if isinstance(raw, _Unavailable) else raw
+        return (None, False) if isinstance(raw, _Unavailable) else (raw, True)
 
     async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
                                  max_value_bytes: int | None, lease: tuple[str, str] | None,

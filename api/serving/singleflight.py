@@ -18,6 +18,10 @@ class SingleFlight:
     def __len__(self) -> int:
         return len(self._flights)
 
+    def running(self, key: str) -> bool:
+        """Whether a computation for ``key`` is under way (joining it needs no other lookup)."""
+        return key in self._flights
+
     async def run(self, key: str, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Result of ``fn`` (or of the flight already running for ``key``) and whether we joined one."""
         flight = self._flights.get(key)
