@@ -31,8 +31,8 @@ MODES: dict[str, dict[str, object]] = {
     "neither": {**NO_BATCH, "cache_ttl_seconds": 0},
 }
 STREAM_LENGTH = 150_000  # longer than any run: a stream is never replayed
-# Ids are offset per (mode, workload) so no cell reads another's cached answers; stream.lua makes
-# bodies from k * 2654435761, which stays exact in LuaJIT's doubles for ids below ~3.4M.
+# Ids are offset per (mode, workload) so no cell reads another's cached answers (stream.lua puts
+# the id itself in the body); its hash of k * 2654435761 stays exact in LuaJIT's doubles below ~3.4M.
 OFFSET = 160_000
 
 

@@ -1,5 +1,6 @@
 -- POSTs one request per id in $BENCH_IDS (one integer per line), in order. The body of id k is
--- 512 floats made from k alone, so a repeated id is a repeated input. The id file is longer
+-- 512 floats made from k alone (the first is k), so a repeated id is a repeated input and
+-- distinct ids are distinct inputs. The id file is longer
 -- than the run (a stream, never replayed: replaying would inflate the repeat share); running
 -- out is reported. Counts the X-Cache header of every answer.
 local ids = {}
@@ -15,7 +16,10 @@ local function body(k)
   local b = cache[k]
   if b == nil then
     local parts = {}
-    for j = 1, width do
+    -- The first value is the id itself, so no two ids share a body (the hash below repeats
+    -- every 10007 ids); the rest fill the vector.
+    parts[1] = string.format("%d", k)
+    for j = 2, width do
       parts[j] = string.format("%.4f", ((k * 2654435761 + j * 40503) % 10007) / 10007)
     end
     b = '{"inputs":[[' .. table.concat(parts, ",") .. ']]}'
