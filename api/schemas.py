@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from registry import SQL_INT_MAX
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -15,8 +17,10 @@ class ModelPolicy(_Body):
     description: str | None = Field(default=None, max_length=10_000)
     tags: dict[str, str] | None = None
     cache_enabled: bool | None = None
-    cache_ttl_seconds: int | None = Field(default=None, ge=0, description="0 = never cache; null = server default")
-    cache_max_value_bytes: int | None = Field(default=None, ge=0, description="answers larger than this are not cached")
+    cache_ttl_seconds: int | None = Field(default=None, ge=0, le=SQL_INT_MAX,
+                                          description="0 = never cache; null = server default")
+    cache_max_value_bytes: int | None = Field(default=None, ge=0, le=SQL_INT_MAX,
+                                              description="answers larger than this are not cached")
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_delay_ms: int | None = Field(default=None, ge=0, le=10_000)
     device: str | None = Field(default=None, description="auto, cpu, cuda or cuda:N; null = server default")
@@ -28,15 +32,15 @@ class ModelCreate(ModelPolicy):
 
 
 class Promote(_Body):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=SQL_INT_MAX)
 
 
 class Rollback(_Body):
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=SQL_INT_MAX)
 
 
 class AliasSet(_Body):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=SQL_INT_MAX)
 
 
 class TokenCreate(_Body):

@@ -7,11 +7,12 @@ from registry.entities import (
 )
 from registry.errors import Conflict, Invalid, NotFound, RegistryError, SchemaOutOfDate, TooLarge
 from registry.service import RegistryService, Validated, Validator
+from registry.tables import SQL_INT_MAX
 from registry.tokens import ROLES, TokenService
 
 __all__ = [
     "PRODUCTION", "ArtifactStore", "BatchPolicy", "CachePolicy", "Conflict", "HistoryRecord", "Invalid",
     "LiveState", "LocalArtifactStore", "ModelRecord", "NotFound", "ProductionChange", "RegistryError",
-    "ROLES", "RegistryService", "SchemaOutOfDate", "StoredArtifact", "TokenRecord", "TokenService", "TooLarge",
-    "Validated", "Validator", "VersionRecord",
+    "ROLES", "RegistryService", "SQL_INT_MAX", "SchemaOutOfDate", "StoredArtifact", "TokenRecord", "TokenService",
+    "TooLarge", "Validated", "Validator", "VersionRecord",
 ]

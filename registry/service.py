@@ -17,7 +17,7 @@ from registry.entities import (
     PRODUCTION, aware, BatchPolicy, CachePolicy, HistoryRecord, LiveState, ModelRecord, ProductionChange, VersionRecord,
 )
 from registry.errors import Conflict, Invalid, NotFound
-from registry.tables import Alias, HistoryEvent, Model, Version
+from registry.tables import SQL_INT_MAX, Alias, HistoryEvent, Model, Version
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -59,18 +59,31 @@ def _check_alias(alias: str) -> str:
     return alias
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a str holding a lone surrogate (JSON's "\\ud800" parses into one): it cannot be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_policy(changes: Mapping[str, Any]) -> None:
     unknown = set(changes) - POLICY_FIELDS
     if unknown:
         raise Invalid(f"unknown field(s) {sorted(unknown)}; a model's policy has {sorted(POLICY_FIELDS)}")
     for key in ("cache_ttl_seconds", "cache_max_value_bytes"):
-        if changes.get(key) is not None and changes[key] < 0:
-            raise Invalid(f"{key} must be 0 or more (0 turns caching off)")
+        if changes.get(key) is not None and not 0 <= changes[key] <= SQL_INT_MAX:
+            raise Invalid(f"{key} must be between 0 and {SQL_INT_MAX} (0 turns caching off)")
     # null leaves these as they are (update_model skips it): only a number is checked.
     if changes.get("max_batch_size") is not None and not 1 <= changes["max_batch_size"] <= 4096:
         raise Invalid("max_batch_size must be between 1 and 4096")
     if changes.get("max_delay_ms") is not None and not 0 <= changes["max_delay_ms"] <= 10_000:
         raise Invalid("max_delay_ms must be between 0 and 10000")
+    tags = changes.get("tags") or {}
+    texts = [changes.get("description") or "", *tags, *tags.values()]
+    if any(isinstance(t, str) and not _is_unicode(t) for t in texts):
+        raise Invalid("description and tags must be valid Unicode text (a lone surrogate such as \\udc80 is not)")
     device = changes.get("device")
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise Invalid(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
@@ -125,6 +138,8 @@ class RegistryService:
         return row
 
     def _version(self, session: Session, model: Model, number: int) -> Version:
+        if not 1 <= number <= SQL_INT_MAX:  # no such version; SQL would call it an overflow
+            raise NotFound("version", model.name, number)
         row = session.scalars(
             select(Version).where(Version.model_id == model.id, Version.number == number)
         ).one_or_none()

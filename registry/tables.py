@@ -13,6 +13,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from registry.db import Base
 
 
+# The largest value of an INTEGER column (PostgreSQL's int4): versions and policy numbers above it are
+# refused before they reach SQL, where they would be an overflow error instead of a 404 or a 422.
+SQL_INT_MAX = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

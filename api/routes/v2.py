@@ -70,7 +70,7 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 def _version(text: str) -> int:
     # V2 versions are strings; ours are positive integers, and a clear 400 beats FastAPI's 422.
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # isdigit alone takes "²", int() does not
         raise V2BadRequest(f"model version must be a positive integer, got {text!r}")
     return int(text)
 

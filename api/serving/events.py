@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.serving.keys import events_channel
 from api.serving.manager import ModelManager
@@ -69,8 +70,10 @@ class ChangeFeed:
             reraise_if_cancelled(exc)
             now = time.monotonic()
             if self._failing_since is None or now - self._last_warning >= FAILURE_LOG_EVERY_SECONDS:
-                log.warning("registry unreachable (%s: %s); serving the versions already loaded, retrying every %gs",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self._poll_interval)
+                what = "registry unreachable" if isinstance(exc, SQLAlchemyError) else "refreshing live versions failed"
+                log.warning("%s (%s: %s); serving the versions already loaded, retrying every %gs", what,
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self._poll_interval,
+                            exc_info=not isinstance(exc, SQLAlchemyError))  # a bug gets its traceback
                 self._last_warning = now
             if self._failing_since is None:
                 self._failing_since = now

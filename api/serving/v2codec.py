@@ -113,10 +113,11 @@ def parse_request(body: bytes, header_length: str | None = None) -> V2Request:
     view = memoryview(body)  # slices of a view: the binary tensors are not copied until they are decoded
     split = len(body)
     if header_length is not None:
-        if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(body):
+        count = header_length.strip()
+        if not (count.isascii() and count.isdigit()) or not 0 < int(count) <= len(body):
             raise V2BadRequest("Inference-Header-Content-Length must be a byte count between 1 and the "
                                f"body size ({len(body)}), got {header_length!r}")
-        split = int(header_length)
+        split = int(count)
     try:
         payload = orjson.loads(view[:split])
     except orjson.JSONDecodeError as exc:

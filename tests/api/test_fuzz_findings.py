@@ -59,3 +59,22 @@ def test_tags_with_a_lone_surrogate_are_refused_and_do_not_poison_the_model(
         assert response.status_code == 422, response.text
     assert client.get("/admin/models", headers=AUTH).status_code == 200
     assert client.get("/admin/models/m", headers=AUTH).json()["tags"] == {}
+
+
+@pytest.mark.parametrize("path", ["/v2/models/m/versions/²", "/v2/models/m/versions/²/ready"])
+def test_a_v2_version_of_non_ascii_digits_is_a_400(client: TestClient, make_model: Callable[..., list[int]],
+                                                    path: str) -> None:
+    make_model("m", 1.0)
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert "model version must be a positive integer" in response.json()["error"]
+
+
+def test_an_inference_header_length_of_non_ascii_digits_is_a_400(
+        client: TestClient, make_model: Callable[..., list[int]]) -> None:
+    make_model("m", 1.0)
+    client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
+    response = client.post("/v2/models/m/infer", content=b'{"inputs": []}',
+                           headers={"Inference-Header-Content-Length": b"\xb2"})  # "²" in latin-1
+    assert response.status_code == 400, response.text
+    assert "Inference-Header-Content-Length" in response.json()["error"]

@@ -38,8 +38,9 @@ def _round(replica: Replica) -> tuple[set[int], set[str]]:
 
 
 def _wait_for_version(replica: Replica, version: int, within: float = 2.0) -> None:
+    """Until the replica has heard of the change (pub/sub or its poll); asks with an input no round uses."""
     deadline = time.monotonic() + within
-    while int(httpx.post(f"{replica.url}/models/m/predict", json={"inputs": [[0.0]]}).headers["x-model-version"]) \
+    while int(httpx.post(f"{replica.url}/models/m/predict", json={"inputs": [[-1.0]]}).headers["x-model-version"]) \
             != version:
         assert time.monotonic() < deadline, f"{replica.url} not on v{version} {within} s after the change"
         time.sleep(0.05)
@@ -56,6 +57,7 @@ def test_after_flushall_and_a_redis_restart_replicas_serve_the_version_sql_says(
         assert _round(restarted) == ({1}, {"miss"})
         assert _round(restarted) == ({1}, {"hit"})  # v1's answers are in Redis
         assert admin.post("/admin/models/m/promote", json={"version": 2}).json()["generation"] == 3
+    _wait_for_version(steady, 2)
     assert _round(steady) == ({2}, {"miss"})
     assert _round(restarted) == ({2}, {"hit"})
 
