@@ -62,6 +62,7 @@ class Services:
 
     async def stop(self) -> None:
         """After the last request (uvicorn waits up to MODELREG_SHUTDOWN_GRACE_SECONDS): finish, unload, close."""
+        self.reaper.stop()  # ends by itself; the feed's bounded cancel is the fallback
         await self.feed.stop()
         hung = await self.serving.close(wait_seconds=SHUTDOWN_WAIT_SECONDS)
         if hung:

@@ -8,6 +8,7 @@ rate, so a pass over a large cache never monopolises Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
@@ -38,6 +39,15 @@ class Reaper:
         self._live = live
         self._batch = batch
         self._rate = max_keys_per_second
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        """Ask ``run_forever`` to end after the Redis command in flight (a cancel could interrupt it
+        inside the Redis client, which does not always come back from that)."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def run_once(self) -> int:
         """One SCAN pass; returns the number of keys unlinked. Errors are logged, never raised."""
@@ -62,7 +72,7 @@ class Reaper:
                 pause = examined / self._rate - (loop.time() - start)
                 if pause > 0:
                     await asyncio.sleep(pause)
-                if int(cursor) == 0:
+                if int(cursor) == 0 or self._stopping:
                     break
         except Exception as exc:  # a background job: log and let the next pass (or the TTL) do it
             reraise_if_cancelled(exc)
@@ -73,14 +83,16 @@ class Reaper:
         return unlinked
 
     async def run_forever(self, interval_seconds: float) -> None:
-        """``run_once`` every ``interval_seconds`` until cancelled."""
-        while True:
+        """``run_once`` every ``interval_seconds`` until ``stop()`` (or a cancel)."""
+        self._wake = asyncio.Event()
+        while not self._stopping:
             try:
                 await self.run_once()
             except Exception as exc:  # run_once already logs Redis trouble; this guards the loop itself
                 reraise_if_cancelled(exc)
                 log.exception("reaper: unexpected error")
-            await asyncio.sleep(interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval_seconds)
 
 
 def _is_dead(key: bytes | str, live: Mapping[str, int]) -> bool:
