@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from api.hitpath import ERROR_KEY
 from api.serving import CacheControl, Prediction, Serving
 
 router = APIRouter(tags=["predict"])
@@ -45,6 +46,9 @@ def _answer(prediction: Prediction) -> Response:
 @router.post("/models/{name}/predict", openapi_extra=PREDICT_BODY)
 async def predict(name: str, request: Request) -> Response:
     """Predict with the model's production version."""
+    failed = request.scope.get(ERROR_KEY)
+    if failed is not None:  # api.hitpath ran this request and met an error: answer it here
+        raise failed
     return _answer(await _serving(request).predict(name, await request.body(), control=_control(request)))
 
 
