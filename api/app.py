@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A runtime finishing a forward pass needs the GIL back to hand its outputs over; with
+        # the default 5 ms switch interval a busy event loop (answering hits) can keep it that
+        # long per pass. A shorter interval lets inference threads return promptly.
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         services = build_services(settings, metrics)
         app.state.services = services
         await services.start()

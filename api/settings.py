@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish before they are cancelled and the
     server unloads its models and exits (new connections are refused from the signal on)."""
 
+    gil_switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
+    """Python's GIL switch interval in this process (default 5 ms): how long a busy event loop may
+    keep an inference thread that finished its pass from returning."""
+
     @field_validator("cache_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:
