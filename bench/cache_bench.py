@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 
 from common import (BenchRedis, WrkResult, build_mlp, distinct_in_prefix, modelreg_env, register, run_wrk,
                     start_server, stream_ids, write_ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -198,3 +197,11 @@ def write_ids(path: Path, ids: list[int]) -> Path:
 
 def distinct_in_prefix(ids: list[int], n: int) -> int:
     return len(set(ids[:n]))
+
+
+def modes(max_batch_size: int) -> dict[str, dict[str, object]]:
+    """Model policies of the four bench modes: cache+batching, cache only, batching only, neither."""
+    batch: dict[str, object] = {"max_batch_size": max_batch_size, "max_delay_ms": 2}
+    unbatched: dict[str, object] = {"max_batch_size": 1}
+    return {"cache+batching": batch, "cache only": unbatched,
+            "batching only": {**batch, "cache_ttl_seconds": 0}, "neither": {**unbatched, "cache_ttl_seconds": 0}}

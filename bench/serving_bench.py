@@ -19,17 +19,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import (BenchRedis, WrkResult, build_mlp, distinct_in_prefix, modelreg_env, register, run_wrk,
+from common import (BenchRedis, WrkResult, build_mlp, distinct_in_prefix, modelreg_env, modes, register, run_wrk,
                     start_server, stream_ids, write_ids)
 
-BATCH = {"max_batch_size": 16, "max_delay_ms": 2}
-NO_BATCH = {"max_batch_size": 1}
-MODES: dict[str, dict[str, object]] = {
-    "cache+batching": {**BATCH},
-    "cache only": {**NO_BATCH},
-    "batching only": {**BATCH, "cache_ttl_seconds": 0},
-    "neither": {**NO_BATCH, "cache_ttl_seconds": 0},
-}
+MODES = modes(max_batch_size=16)
 STREAM_LENGTH = 150_000  # longer than any run: a stream is never replayed
 # Ids are offset per (mode, workload) so no cell reads another's cached answers (stream.lua puts
 # the id itself in the body); its hash of k * 2654435761 stays exact in LuaJIT's doubles below ~3.4M.

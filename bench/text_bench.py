@@ -27,17 +27,10 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import AUTH, ROOT, BenchRedis, modelreg_env, start_server
+from common import AUTH, ROOT, BenchRedis, modelreg_env, modes, start_server
 from fixed_load import post_all
 
-BATCH = {"max_batch_size": 32, "max_delay_ms": 2}
-NO_BATCH = {"max_batch_size": 1}
-MODES: dict[str, dict[str, object]] = {
-    "cache+batching": {**BATCH},
-    "cache only": {**NO_BATCH},
-    "batching only": {**BATCH, "cache_ttl_seconds": 0},
-    "neither": {**NO_BATCH, "cache_ttl_seconds": 0},
-}
+MODES = modes(max_batch_size=32)
 SUBJECTS = ["The new phone", "My neighbour's dog", "Our team", "The museum", "This restaurant", "The morning train",
             "The city council", "My grandmother", "The software update", "The football club", "A local bakery",
             "The hotel staff", "The weather forecast", "Her latest novel", "The hiking trail", "The online course",

@@ -236,7 +236,7 @@ def input_digest(arrays: Mapping[str, np.ndarray], *, response_format: str = "")
     return h.hexdigest()
 
 
-def _default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     # orjson hands over what it cannot serialize natively: text/object and non-contiguous
     # arrays, 0-d arrays, numpy scalars of unsupported types.
     if isinstance(obj, np.ndarray):
@@ -256,7 +256,7 @@ def encode_prediction(model: str, version: int, outputs: Mapping[str, np.ndarray
     return orjson.dumps(
         {"model": model, "version": version, "outputs": body},
         option=orjson.OPT_SERIALIZE_NUMPY,
-        default=_default,
+        default=json_default,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from api.serving.codec import cast_numbers
+from api.serving.codec import cast_numbers, json_default
 from api.serving.errors import InvalidInput, ServingError
 from plugins.base import Signature, TensorSpec
 
@@ -276,15 +276,6 @@ def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:
                            "ask for it with parameters.binary_data: true") from None
 
 
-def _default(obj: Any) -> Any:
-    # orjson hands over the arrays it cannot write natively (float16, big-endian, 0-d).
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
-
-
 def encode_response(request: V2Request, model: str, version: int,
                     outputs: Mapping[str, np.ndarray]) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it (else None)."""
@@ -307,7 +298,7 @@ def encode_response(request: V2Request, model: str, version: int,
     if request.id is not None:
         head["id"] = request.id
     head["outputs"] = described
-    body = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+    body = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY, default=json_default)
     if not any("parameters" in entry for entry in described):
         return body, None
     return b"".join([body, *chunks]), len(body)

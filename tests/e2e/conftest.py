@@ -100,3 +100,12 @@ def create_echo_model(url: str, name: str, offsets: list[float], **policy: objec
             response = client.post(f"/admin/models/{name}/versions",
                                    files={"artifact": ("m.json", echo_artifact(offset))})
             assert response.status_code == 201 and response.json()["status"] == "ready", response.text
+
+
+def register_echo(url: str, name: str, artifact: bytes) -> None:
+    """Create an echo model with one version made of ``artifact`` and promote it."""
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as admin:
+        assert admin.post("/admin/models", json={"name": name, "runtime": "echo"}).status_code == 201
+        uploaded = admin.post(f"/admin/models/{name}/versions", files={"artifact": ("a.json", artifact)})
+        assert uploaded.json()["status"] == "ready", uploaded.text
+        assert admin.post(f"/admin/models/{name}/promote", json={"version": 1}).status_code == 200

@@ -9,17 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import AUTH
+from tests.e2e.conftest import register_echo
 
 pytestmark = pytest.mark.slow
-
-
-def _register(url: str, name: str, artifact: bytes) -> None:
-    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as admin:
-        assert admin.post("/admin/models", json={"name": name, "runtime": "echo"}).status_code == 201
-        uploaded = admin.post(f"/admin/models/{name}/versions", files={"artifact": ("a.json", artifact)})
-        assert uploaded.json()["status"] == "ready", uploaded.text
-        assert admin.post(f"/admin/models/{name}/promote", json={"version": 1}).status_code == 200
 
 
 def _threads_and_rss(pid: int) -> tuple[int, int]:
@@ -33,8 +25,8 @@ def test_a_hanging_model_times_out_with_504_naming_it_while_another_model_serves
         start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url,
                                 MODELREG_INFERENCE_TIMEOUT_SECONDS="0.5", MODELREG_INFERENCE_THREADS="2")
-    _register(replica.url, "hangs", b'{"offset": 1.0, "hang_on": 7.0, "hang_ms": 3000}')
-    _register(replica.url, "healthy", b'{"offset": 2.0}')
+    register_echo(replica.url, "hangs", b'{"offset": 1.0, "hang_on": 7.0, "hang_ms": 3000}')
+    register_echo(replica.url, "healthy", b'{"offset": 2.0}')
 
     async def scenario() -> tuple[httpx.Response, list[httpx.Response], float]:
         async with httpx.AsyncClient(base_url=replica.url, timeout=30) as client:
@@ -56,8 +48,8 @@ def test_a_thousand_runtime_failures_answer_500_and_leak_neither_threads_nor_mem
         start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     assert replica.process is not None
-    _register(replica.url, "raises", b'{"offset": 1.0, "fail_on": 13.0}')
-    _register(replica.url, "healthy", b'{"offset": 2.0}')
+    register_echo(replica.url, "raises", b'{"offset": 1.0, "fail_on": 13.0}')
+    register_echo(replica.url, "healthy", b'{"offset": 2.0}')
     poison = {"inputs": [[13.0]]}
     with httpx.Client(base_url=replica.url, timeout=30, headers={"Cache-Control": "no-store"}) as client:
         for _ in range(100):  # warm up: thread pools, allocator arenas, first-use imports

@@ -10,18 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import AUTH, echo_artifact
-from tests.e2e.conftest import Replica
+from tests.api.conftest import echo_artifact
+from tests.e2e.conftest import Replica, register_echo
 
 pytestmark = pytest.mark.slow
-
-
-def _register(url: str, name: str, artifact: bytes) -> None:
-    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as admin:
-        assert admin.post("/admin/models", json={"name": name, "runtime": "echo"}).status_code == 201
-        uploaded = admin.post(f"/admin/models/{name}/versions", files={"artifact": ("a.json", artifact)})
-        assert uploaded.json()["status"] == "ready", uploaded.text
-        assert admin.post(f"/admin/models/{name}/promote", json={"version": 1}).status_code == 200
 
 
 def _executions(counter: Path) -> int:
@@ -65,7 +57,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_connections_unloads_
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url, cli=True,
                                 MODELREG_SHUTDOWN_GRACE_SECONDS="10", MODELREG_ECHO_COUNTER_FILE=str(counter))
     assert replica.process is not None
-    _register(replica.url, "m", echo_artifact(5.0, delay_ms=1500))
+    register_echo(replica.url, "m", echo_artifact(5.0, delay_ms=1500))
 
     in_flight, outcome = _send_while_running(replica, counter, {"inputs": [[1.0]]})
     signalled = time.monotonic()
@@ -95,7 +87,7 @@ def test_sigterm_with_a_hung_model_exits_0_after_the_grace_period_instead_of_wai
                                 MODELREG_SHUTDOWN_GRACE_SECONDS="1", MODELREG_INFERENCE_TIMEOUT_SECONDS="120",
                                 MODELREG_ECHO_COUNTER_FILE=str(counter))
     assert replica.process is not None
-    _register(replica.url, "m", echo_artifact(1.0, hang_on=7.0, hang_ms=120_000))
+    register_echo(replica.url, "m", echo_artifact(1.0, hang_on=7.0, hang_ms=120_000))
 
     hung, outcome = _send_while_running(replica, counter, {"inputs": [[7.0]]})
     signalled = time.monotonic()
