@@ -52,3 +52,14 @@ def upload(client: TestClient | httpx.Client, name: str, data: bytes, metadata: 
     files = {"artifact": (filename, data, "application/octet-stream")}
     form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
     return client.post(f"/admin/models/{name}/versions", files=files, data=form, headers=AUTH)
+
+
+def deployment_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """For a fixture with params ["embedded", "servers"]: the embedded default (SQLite, in-process
+    cache), or the real PostgreSQL + Redis with a database and key prefix of the test's own."""
+    if request.param == "embedded":
+        return Settings(data_dir=tmp_path / "data", admin_token=TOKEN, unload_grace_seconds=0)
+    return Settings(data_dir=tmp_path / "data", admin_token=TOKEN, unload_grace_seconds=0, auto_migrate=True,
+                    database_url=request.getfixturevalue("postgres_url"),
+                    redis_url=request.getfixturevalue("redis_url"),
+                    cache_prefix=request.getfixturevalue("key_prefix"))

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.settings import Settings
-from tests.api.conftest import AUTH, TOKEN, echo_artifact, upload
+from tests.api.conftest import AUTH, deployment_settings, echo_artifact, upload
 
 MakeModel = Callable[..., list[int]]
 
@@ -20,12 +20,7 @@ MakeModel = Callable[..., list[int]]
 @pytest.fixture(params=["embedded", "servers"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Each story on the embedded default (SQLite, in-process cache) and on PostgreSQL + Redis."""
-    if request.param == "embedded":
-        return Settings(data_dir=tmp_path / "data", admin_token=TOKEN, unload_grace_seconds=0)
-    return Settings(data_dir=tmp_path / "data", admin_token=TOKEN, unload_grace_seconds=0, auto_migrate=True,
-                    database_url=request.getfixturevalue("postgres_url"),
-                    redis_url=request.getfixturevalue("redis_url"),
-                    cache_prefix=request.getfixturevalue("key_prefix"))
+    return deployment_settings(request, tmp_path)
 
 
 def pipeline(client: TestClient, name: str, *stages: dict[str, Any], promote: bool = True) -> httpx.Response:

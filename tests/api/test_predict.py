@@ -8,18 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.settings import Settings
-from tests.api.conftest import AUTH, TOKEN
+from tests.api.conftest import AUTH, deployment_settings
 
 
 @pytest.fixture(params=["embedded", "servers"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Each story twice: on the embedded default (SQLite, in-process cache) and on PostgreSQL + Redis."""
-    if request.param == "embedded":
-        return Settings(data_dir=tmp_path / "data", admin_token=TOKEN, unload_grace_seconds=0)
-    return Settings(data_dir=tmp_path / "data", admin_token=TOKEN, unload_grace_seconds=0, auto_migrate=True,
-                    database_url=request.getfixturevalue("postgres_url"),
-                    redis_url=request.getfixturevalue("redis_url"),
-                    cache_prefix=request.getfixturevalue("key_prefix"))
+    return deployment_settings(request, tmp_path)
 
 
 def _predict(client: TestClient, path: str = "/models/m/predict", body: object = None, **headers: str):  # noqa: ANN202
