@@ -3,8 +3,8 @@
 A cache hit is the common case and its work is tiny (hash the body, two dict lookups), so the
 framework's per-request cost (routing, Request objects, dependencies, exception middleware)
 would dominate it; on a miss it is still a good part of the cost that is not the model's. This
-ASGI middleware answers what ``Serving.peek`` holds for the exact request bytes, and otherwise
-calls ``Serving.predict`` itself: same engine, same headers, same bytes as the route. A request
+ASGI middleware calls ``Serving.predict`` itself (which answers the exact request bytes from the
+first level before parsing anything): same engine, same headers, same bytes as the route. A request
 with a Cache-Control header, or one that fails, goes on to the route (the body replayed; a
 failure handed over in the scope, so the one error map answers it).
 """
@@ -60,17 +60,15 @@ class HitPath:
         if serving is None or body is None:
             await self.app(scope, _replay(messages, receive), send)
             return
-        answer = serving.peek(name, body)
-        if answer is None:
-            # A miss: run it here too (the framework's routing and dependencies cost more than a
-            # cache lookup does). Errors go on to the route, which raises them where the one
-            # error map turns them into responses; the body is not parsed, nor the model run, twice.
-            try:
-                answer = await serving.predict(name, body)
-            except Exception as exc:
-                scope[ERROR_KEY] = exc
-                await self.app(scope, _replay(messages, receive), send)
-                return
+        # Serving.predict answers an exact repeat from the first level before it parses anything.
+        # Errors go on to the route, which raises them where the one error map turns them into
+        # responses; the body is not parsed, nor the model run, twice.
+        try:
+            answer = await serving.predict(name, body)
+        except Exception as exc:
+            scope[ERROR_KEY] = exc
+            await self.app(scope, _replay(messages, receive), send)
+            return
         # What the metrics middleware would have read from the matched route.
         scope["modelreg.route"] = PREDICT_ROUTE
         scope["path_params"] = {"name": name}

@@ -30,11 +30,11 @@ from api.serving.codec import (
     json_inputs,
     unnamed_view,
 )
-from api.serving.errors import InvalidInput, ModelTimedOut, PipelineFailed
+from api.serving.errors import InvalidInput, ModelTimedOut
 from api.serving.keys import Namespace, body_key, key_in, pipeline_digest, prediction_key_prefix
 from api.serving.manager import ModelManager, Servable
 from api.serving.pipeline import (
-    Plan, STAGE_ERRORS, feed, loaded_plan, next_request, pipeline_answer, request_digest, resolve_plan, stage_error,
+    Plan, STAGE_ERRORS, feed, next_request, pipeline_answer, request_digest, resolve_plan, stage_error,
     stage_outputs,
 )
 from api.serving.threads import InferenceThreads
@@ -133,30 +133,6 @@ class Serving:
         if status != "bypass" and control.read and control.write:
             self.cache.link(exact, key, rendered)
         return Prediction(body=rendered, version=servable.version, cache_status=status)
-
-    def peek(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None) -> Prediction | None:
-        """The /predict answer when these exact bytes were answered here before; no I/O, no parsing.
-
-        For the hit path in front of the framework: None means "take the normal way" (not loaded,
-        not cached, caching off, or an unknown name or alias, which the normal way explains).
-        """
-        try:
-            servable = self.manager.resolve_loaded(name, version, alias)
-        except Exception:  # e.g. an unknown alias: the normal path answers with the right error
-            return None
-        if servable is None or self._ttl(servable) <= 0:
-            return None
-        key_prefix = self._key_prefix(servable)
-        if stages_of(servable.model) is not None:
-            try:  # a pipeline's keys name its stages' live versions: all loaded, or the normal way
-                plan = loaded_plan(self.manager, servable)
-            except PipelineFailed:
-                return None
-            if plan is None:
-                return None
-            key_prefix = self._pipeline_key_prefix(servable, plan)
-        cached = self.cache.peek(_exact_key(key_prefix, body))
-        return None if cached is None else Prediction(body=cached, version=servable.version, cache_status="hit")
 
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], *, version: int | None = None,
                     alias: str | None = None, control: CacheControl = CacheControl()) -> Inference:
