@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import errors
-from api.deps import require_predict
-from api.hitpath import HitPath
-from api.limits import BodyLimit
-from api.metrics import Metrics, RequestMetrics
-from api.routes import admin, ops, predict, v2
-from api.services import build_services
-from api.settings import Settings
+from modelreg.api import errors
+from modelreg.api.deps import require_predict
+from modelreg.api.hitpath import HitPath
+from modelreg.api.limits import BodyLimit
+from modelreg.api.metrics import Metrics, RequestMetrics
+from modelreg.api.routes import admin, ops, predict, v2
+from modelreg.api.services import build_services
+from modelreg.api.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

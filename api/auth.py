@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.settings import Settings
-from registry.tokens import BOOTSTRAP, TokenService, hash_secret
+from modelreg.api.settings import Settings
+from modelreg.registry.tokens import BOOTSTRAP, TokenService, hash_secret
 
 log = logging.getLogger("modelreg.auth")
 TOKEN_FILE = "admin-token"

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.auth import Principal
-from api.serving import Serving
-from api.services import Services
-from registry import RegistryService, TokenService
+from modelreg.api.auth import Principal
+from modelreg.serving import Serving
+from modelreg.api.services import Services
+from modelreg.registry import RegistryService, TokenService
 
 
 def get_services(request: Request) -> Services:

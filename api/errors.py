@@ -12,12 +12,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from api.auth import Forbidden, Unauthorized
-from api.limits import BodyTooLarge
-from api.serving.errors import InvalidInput, ModelFailed, ModelTimedOut, Overloaded, ServingError
-from api.serving.v2codec import V2BadRequest
-from plugins.base import PluginError
-from registry.errors import Conflict, Invalid, NotFound, RegistryError, SchemaOutOfDate, TooLarge
+from modelreg.api.auth import Forbidden, Unauthorized
+from modelreg.api.limits import BodyTooLarge
+from modelreg.serving.errors import InvalidInput, ModelFailed, ModelTimedOut, Overloaded, ServingError
+from modelreg.serving.v2codec import V2BadRequest
+from modelreg.plugins.base import PluginError
+from modelreg.registry.errors import Conflict, Invalid, NotFound, RegistryError, SchemaOutOfDate, TooLarge
 
 log = logging.getLogger("modelreg.errors")
 CLIENT_CLOSED_REQUEST = 499

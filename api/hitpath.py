@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.serving import Serving
+from modelreg.serving import Serving
 
 PREDICT_ROUTE = "/models/{name}/predict"
 ERROR_KEY = "modelreg.predict_error"  # scope key: the error the fast path met, for the route to raise

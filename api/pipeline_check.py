@@ -9,8 +9,8 @@ error naming the stage (see api/serving/pipeline.py).
 
 from __future__ import annotations
 
-from plugins.base import PluginError, Signature, StageRef, TensorSpec
-from registry import Conflict, NotFound, RegistryService
+from modelreg.plugins.base import PluginError, Signature, StageRef, TensorSpec
+from modelreg.registry import Conflict, NotFound, RegistryService
 
 _FLOAT, _INT = "f", "iu"
 

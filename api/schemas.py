@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry import SQL_INT_MAX
+from modelreg.registry import SQL_INT_MAX
 
 
 class _Body(BaseModel):

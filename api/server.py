@@ -13,7 +13,7 @@ import signal
 from types import FrameType
 from typing import Any
 
-from api.settings import Settings
+from modelreg.api.settings import Settings
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int, reload: bool,
     # by SIGTERM, exit status 143) reports it. The drain has happened by then: with this handler in
     # place the re-raised signal is noted, and `modelreg serve` exits 0.
     signal.signal(signal.SIGTERM, _stopped)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
+    uvicorn.run("modelreg.api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
                 log_level=log_level, log_config=log_config(log_level),
                 timeout_graceful_shutdown=settings.shutdown_grace_seconds)
 

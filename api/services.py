@@ -9,22 +9,22 @@ from dataclasses import dataclass
 import anyio.from_thread
 from sqlalchemy import Engine
 
-from api.auth import Authenticator, resolve_admin_token
-from api.metrics import Metrics
-from api.pipeline_check import StageCheck
-from api.serving import Serving
-from api.serving.breaker import CircuitBreaker
-from api.serving.cache import PredictionCache, make_redis
-from api.serving.events import ChangeFeed
-from api.serving.first_level import FirstLevel
-from api.serving.manager import ModelManager
-from api.serving.reaper import Reaper
-from api.settings import Settings
-from api.upload_check import PluginValidator
-from plugins.discovery import PluginSet
-from registry import LocalArtifactStore, RegistryService, TokenService
-from registry import schema
-from registry.db import make_engine, make_sessions
+from modelreg.api.auth import Authenticator, resolve_admin_token
+from modelreg.api.metrics import Metrics
+from modelreg.api.pipeline_check import StageCheck
+from modelreg.serving import Serving
+from modelreg.serving.breaker import CircuitBreaker
+from modelreg.serving.cache import PredictionCache, make_redis
+from modelreg.serving.events import ChangeFeed
+from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.manager import ModelManager
+from modelreg.serving.reaper import Reaper
+from modelreg.api.settings import Settings
+from modelreg.api.upload_check import PluginValidator
+from modelreg.plugins.discovery import PluginSet
+from modelreg.registry import LocalArtifactStore, RegistryService, TokenService
+from modelreg.registry import schema
+from modelreg.registry.db import make_engine, make_sessions
 
 log = logging.getLogger("modelreg")
 # At shutdown, how long cache writes and model executions still running (their requests are gone) may take.

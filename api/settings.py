@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelreg.registry.db import embedded_url
+
 
 class Settings(BaseSettings):
     """One replica's configuration; built in ``create_app`` or the CLI, never at import time."""
@@ -98,7 +100,7 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         """The registry URL, with the embedded SQLite default filled in."""
-        return self.database_url or f"sqlite:///{(self.data_dir / 'modelreg.db').resolve()}"
+        return self.database_url or embedded_url(self.data_dir)
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"

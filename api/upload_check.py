@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from plugins.base import LoadOptions, PluginError, Signature, resolve_device
-from plugins.discovery import PluginSet
-from plugins.formats import PICKLE_REFUSED, detect_format, is_pickle
-from plugins.validation import StageCheck, validate
-from registry import Invalid, StoredArtifact, Validated
+from modelreg.plugins.base import LoadOptions, PluginError, Signature, resolve_device
+from modelreg.plugins.discovery import PluginSet
+from modelreg.plugins.formats import PICKLE_REFUSED, detect_format, is_pickle
+from modelreg.plugins.validation import StageCheck, validate
+from modelreg.registry import Invalid, StoredArtifact, Validated
 
 
 class PluginValidator:

@@ -45,7 +45,7 @@ def main() -> None:
     redis = BenchRedis(core=1)
     try:
         for label, l1 in (("W100 hits, first level + Redis", "67108864"), ("W100 hits, Redis only", "0")):
-            server = start_server("api.app:create_app", modelreg_env(work / f"data-{l1}", redis.url,
+            server = start_server("modelreg.api.app:create_app", modelreg_env(work / f"data-{l1}", redis.url,
                                                                    MODELREG_FIRST_LEVEL_BYTES=l1))
             try:
                 register(server.url, "mlp", mlp)
@@ -56,7 +56,7 @@ def main() -> None:
 
         ids = stream_ids(200_000, 0.8, seed=1)
         w80 = write_ids(work / "w80.txt", ids)
-        server = start_server("api.app:create_app", modelreg_env(work / "data-w80", redis.url))
+        server = start_server("modelreg.api.app:create_app", modelreg_env(work / "data-w80", redis.url))
         try:
             # The cache's own effect: batching off on both sides (issue 5's bench adds batching).
             register(server.url, "mlp", mlp, max_batch_size=1)

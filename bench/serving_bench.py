@@ -72,7 +72,7 @@ def main() -> None:
     cells.append(Cell("W100", "bare FastAPI", ceiling, None, None))
 
     redis = BenchRedis(core=1)
-    server = start_server("api.app:create_app", modelreg_env(work / "data", redis.url), log=work / "server.log")
+    server = start_server("modelreg.api.app:create_app", modelreg_env(work / "data", redis.url), log=work / "server.log")
     try:
         for mode, policy in MODES.items():
             register(server.url, _model(mode), mlp, **policy)

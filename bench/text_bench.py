@@ -144,7 +144,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="modelreg-text-bench-"))
     redis = BenchRedis(core=1)
     env = modelreg_env(work / "data", redis.url, MODELREG_PLUGINS="sentence-embedding")
-    server = start_server("api.app:create_app", env, log=work / "server.log")
+    server = start_server("modelreg.api.app:create_app", env, log=work / "server.log")
     os.sched_setaffinity(0, {1})  # the load generator shares core 1 with Redis, never the server's core
     runs: list[Run] = []
     try:

@@ -1,19 +1,18 @@
-"""Alembic environment: the URL comes from the caller or MODELREG_DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller or MODELREG_DATABASE_URL (never from the api package)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from api.settings import Settings
-from registry import tables  # noqa: F401  (registers the tables on the metadata)
-from registry.db import Base, make_engine
+from modelreg.registry import tables  # noqa: F401  (registers the tables on the metadata)
+from modelreg.registry.db import Base, make_engine, url_from_environment
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("url") or Settings().resolved_database_url()
+    return config.attributes.get("url") or url_from_environment()
 
 
 def run_migrations_offline() -> None:

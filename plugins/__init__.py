@@ -1,6 +1,6 @@
 """Runtime plugins: the contract third-party runtimes implement (see ``plugins.base``)."""
 
-from plugins.base import (
+from modelreg.plugins.base import (
     DTYPES,
     ENTRY_POINT_GROUP,
     LoadedModel,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from plugins.base import ENTRY_POINT_GROUP, PluginError, Runtime
+from modelreg.plugins.base import ENTRY_POINT_GROUP, PluginError, Runtime
 
 log = logging.getLogger(__name__)
 

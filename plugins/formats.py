@@ -8,7 +8,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from plugins.base import PluginError
+from modelreg.plugins.base import PluginError
 
 FORMATS: frozenset[str] = frozenset({"onnx", "torchscript", "pt2", "safetensors", "json"})
 UNKNOWN = "unknown"

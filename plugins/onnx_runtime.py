@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from plugins.base import LoadOptions, PluginError, Signature, TensorSpec
-from plugins.devices import cuda_device_count
+from modelreg.plugins.base import LoadOptions, PluginError, Signature, TensorSpec
+from modelreg.plugins.devices import cuda_device_count
 
 log = logging.getLogger(__name__)
 

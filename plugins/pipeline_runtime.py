@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from plugins.base import LoadOptions, PluginError, Signature, StageRef
+from modelreg.plugins.base import LoadOptions, PluginError, Signature, StageRef
 
 FORMAT = "pipeline"
 MAX_STAGES = 16

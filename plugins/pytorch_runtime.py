@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from plugins.base import LoadOptions, PluginError, Signature
-from plugins.devices import cuda_device_count
-from plugins.torch_archives import check_pt2, check_torchscript
+from modelreg.plugins.base import LoadOptions, PluginError, Signature
+from modelreg.plugins.devices import cuda_device_count
+from modelreg.plugins.torch_archives import check_pt2, check_torchscript
 
 SIGNATURE_EXAMPLE = (
     '{"signature": {"inputs": [{"name": "x", "dtype": "float32", "shape": [null, 4]}], '

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from plugins.base import PluginError
-from plugins.formats import PICKLE_REFUSED, is_pickle
+from modelreg.plugins.base import PluginError
+from modelreg.plugins.formats import PICKLE_REFUSED, is_pickle
 
 _PT2_ENTRIES = re.compile(
     r"archive_format|archive_version|byteorder|version|\.data/version|\.data/serialization_id"

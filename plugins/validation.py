@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.base import LoadOptions, PluginError, Runtime, Signature, StageRef, TensorSpec, smoke_batch, stages_of
-from plugins.formats import PICKLE_REFUSED, is_pickle
+from modelreg.plugins.base import LoadOptions, PluginError, Runtime, Signature, StageRef, TensorSpec, smoke_batch, stages_of
+from modelreg.plugins.formats import PICKLE_REFUSED, is_pickle
 
 log = logging.getLogger(__name__)
 

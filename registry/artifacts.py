@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from registry.errors import TooLarge
+from modelreg.registry.errors import TooLarge
 
 CHUNK = 1024 * 1024
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -24,6 +26,16 @@ POSTGRES_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 3, "keepalives": 1, 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def embedded_url(data_dir: Path) -> str:
+    """The embedded default: a SQLite file under the data folder."""
+    return f"sqlite:///{(data_dir / 'modelreg.db').resolve()}"
+
+
+def url_from_environment() -> str:
+    """The URL a bare ``alembic`` run uses: MODELREG_DATABASE_URL, else the embedded default."""
+    return os.environ.get("MODELREG_DATABASE_URL") or embedded_url(Path(os.environ.get("MODELREG_DATA_DIR", "data")))
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

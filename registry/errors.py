@@ -43,3 +43,21 @@ class TooLarge(RegistryError):
 
 class SchemaOutOfDate(RegistryError):
     """The database schema is not at the revision this code needs."""
+
+
+class NoProductionVersion(Conflict):
+    """The model exists but nothing has been promoted yet: the one wording of that answer."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"model {name!r} has no production version yet; promote one with "
+                         f"POST /admin/models/{name}/promote, or ask for a version by number")
+
+
+class Unavailable(RegistryError):
+    """The registry database cannot be reached (refused, lost, or no pooled connection to give)."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__("the registry database is unavailable; loaded models keep serving, "
+                         "registry changes wait until it is back: try again shortly")

@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-import migrations
-from registry.errors import SchemaOutOfDate
+from modelreg import migrations
+from modelreg.registry.errors import SchemaOutOfDate
 
 
 def alembic_config(url: str) -> Config:

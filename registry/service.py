@@ -12,12 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from registry.artifacts import ArtifactStore, StoredArtifact
-from registry.entities import (
+from modelreg.registry.artifacts import ArtifactStore, StoredArtifact
+from modelreg.registry.entities import (
     PRODUCTION, aware, BatchPolicy, CachePolicy, HistoryRecord, LiveState, ModelRecord, ProductionChange, VersionRecord,
 )
-from registry.errors import Conflict, Invalid, NotFound
-from registry.tables import SQL_INT_MAX, Alias, HistoryEvent, Model, Version
+from modelreg.registry.errors import Conflict, Invalid, NotFound
+from modelreg.registry.tables import SQL_INT_MAX, Alias, HistoryEvent, Model, Version
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

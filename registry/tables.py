@@ -10,7 +10,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from registry.db import Base
+from modelreg.registry.db import Base
 
 
 # The largest value of an INTEGER column (PostgreSQL's int4): versions and policy numbers above it are

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.entities import TokenRecord, aware
-from registry.errors import Conflict, Invalid, NotFound
-from registry.tables import ApiToken, utcnow
+from modelreg.registry.entities import TokenRecord, aware
+from modelreg.registry.errors import Conflict, Invalid, NotFound
+from modelreg.registry.tables import ApiToken, utcnow
 
 ROLES = ("admin", "reader")
 # The token given by MODELREG_ADMIN_TOKEN (or data/admin-token) acts under this name; no stored token

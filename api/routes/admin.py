@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import AdminDep, RegistryDep, ServicesDep, authorize
-from api.routes import tokens
-from api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback
-from registry.errors import Invalid
+from modelreg.api.deps import AdminDep, RegistryDep, ServicesDep, authorize
+from modelreg.api.routes import tokens
+from modelreg.api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback
+from modelreg.registry.errors import Invalid
 
 # Every route below, and the token routes included at the end, pass `authorize`: no token is 401, a reader
 # token on anything but GET is 403.

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep
+from modelreg.api.deps import ServicesDep
 
 router = APIRouter(tags=["ops"])
 

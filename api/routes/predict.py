@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api.hitpath import ERROR_KEY
-from api.serving import CacheControl, Prediction, Serving
+from modelreg.api.hitpath import ERROR_KEY
+from modelreg.serving import CacheControl, Prediction, Serving
 
 router = APIRouter(tags=["predict"])
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 
-from api.deps import AdminDep, ServicesDep, TokensDep, require_admin_role
-from api.schemas import TokenCreate
+from modelreg.api.deps import AdminDep, ServicesDep, TokensDep, require_admin_role
+from modelreg.api.schemas import TokenCreate
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], dependencies=[Depends(require_admin_role)])
 

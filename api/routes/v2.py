@@ -13,13 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import require_predict
-from api.serving import CacheControl
-from api.serving import v2codec
-from api.serving.v2codec import V2BadRequest
-from api.services import Services
-from plugins.base import Signature
-from registry import Conflict, ModelRecord, NotFound, VersionRecord
+from modelreg.api.deps import require_predict
+from modelreg.serving import CacheControl
+from modelreg.serving import v2codec
+from modelreg.serving.v2codec import V2BadRequest
+from modelreg.api.services import Services
+from modelreg.plugins.base import Signature
+from modelreg.registry import Conflict, ModelRecord, NotFound, VersionRecord
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from api.app import create_app
-from api.settings import Settings
+from modelreg.api.app import create_app
+from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from api.auth import Authenticator, Forbidden, Principal, Unauthorized
-from registry import TokenRecord
-from registry.tables import utcnow
-from registry.tokens import hash_secret
+from modelreg.api.auth import Authenticator, Forbidden, Principal, Unauthorized
+from modelreg.registry import TokenRecord
+from modelreg.registry.tables import utcnow
+from modelreg.registry.tokens import hash_secret
 
 
 class Tokens:
@@ -61,7 +61,7 @@ def test_predict_checks_are_off_unless_asked_for() -> None:
 
 def test_a_predict_verdict_is_remembered_then_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("api.auth.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("modelreg.api.auth.time.monotonic", lambda: now[0])
     tokens = Tokens()
     auth = Authenticator("s3cret", tokens, predict_auth=True, cache_seconds=5)  # type: ignore[arg-type]
     assert [check(auth, "mrt_app"), check(auth, "mrt_app")] == [Principal("app", "reader")] * 2
@@ -80,7 +80,7 @@ def test_a_predict_verdict_is_remembered_then_asked_again(monkeypatch: pytest.Mo
 def test_while_the_database_is_down_a_token_that_worked_lately_keeps_predicting(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("api.auth.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("modelreg.api.auth.time.monotonic", lambda: now[0])
     tokens = Tokens()
     auth = Authenticator(None, tokens, predict_auth=True, cache_seconds=5)  # type: ignore[arg-type]
     assert check(auth, "mrt_app") == Principal("app", "reader")

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from registry import RegistryService
+from modelreg.registry import RegistryService
 from tests.api.conftest import AUTH
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
+from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH, deployment_settings, echo_artifact, upload
 
 MakeModel = Callable[..., list[int]]

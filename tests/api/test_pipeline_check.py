@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.pipeline_check import feed_problems
-from plugins.base import Signature, TensorSpec
+from modelreg.api.pipeline_check import feed_problems
+from modelreg.plugins.base import Signature, TensorSpec
 
 
 def sig(inputs: list[tuple[str, str, tuple[int | None, ...]]],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
+from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH, deployment_settings
 
 

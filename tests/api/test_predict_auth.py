@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.settings import Settings
+from modelreg.api.app import create_app
+from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH
 from tests.api.test_admin_auth import APP_ROUTES, bearer, concrete, make_token, route_id
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
+from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH, TOKEN, upload
 from tests.fixtures import tiny_models
 

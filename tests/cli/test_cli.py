@@ -9,8 +9,8 @@ from pathlib import Path
 from click.testing import Result
 from sqlalchemy import create_engine, inspect
 
-from api.cli import app
-from registry import schema
+from modelreg.api.cli import app
+from modelreg.registry import schema
 from tests.cli.conftest import Server, as_json, cli, free_port, ok, runner
 
 

@@ -6,7 +6,7 @@ import hashlib
 
 from sqlalchemy import create_engine, text
 
-from api.cli import app
+from modelreg.api.cli import app
 from tests.cli.conftest import Server, as_json, cli, ok, runner
 
 

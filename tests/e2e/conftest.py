@@ -40,7 +40,7 @@ class Replica:
         if self.cli:  # the installed console script, as an operator runs it (its own logging and shutdown)
             return [str(Path(sys.executable).with_name("modelreg")), "serve", "--host", "127.0.0.1",
                     "--port", str(self.port), "--log-level", "info"]
-        return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+        return [sys.executable, "-m", "uvicorn", "modelreg.api.app:create_app", "--factory", "--host", "127.0.0.1",
                 "--port", str(self.port), "--log-level", "warning"]
 
     def start(self, timeout: float = 60.0) -> None:

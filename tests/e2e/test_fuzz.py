@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from api.app import create_app
-from api.settings import Settings
+from modelreg.api.app import create_app
+from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH, TOKEN
 from tests.e2e.conftest import Replica, create_echo_model
 

@@ -21,8 +21,8 @@ pytest.importorskip("sklearn")
 
 from modelreg_text_embedding.pack import read_pack, write_pack  # noqa: E402
 
-from api.app import create_app  # noqa: E402
-from api.settings import Settings  # noqa: E402
+from modelreg.api.app import create_app  # noqa: E402
+from modelreg.api.settings import Settings  # noqa: E402
 from tests.examples.conftest import EXAMPLE  # noqa: E402
 
 AUTH = {"Authorization": "Bearer t"}

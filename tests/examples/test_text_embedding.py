@@ -21,9 +21,9 @@ pytest.importorskip("modelreg_text_embedding")
 from modelreg_text_embedding.pack import MEMBERS, PackConfig, read_pack, write_pack  # noqa: E402
 from modelreg_text_embedding.payload import MAX_CHARS, MAX_TEXTS, decode_texts  # noqa: E402
 from modelreg_text_embedding.runtime import SentenceEmbeddingModel, SentenceEmbeddingRuntime  # noqa: E402
-from plugins.base import LoadOptions, PluginError  # noqa: E402
-from plugins.discovery import discover  # noqa: E402
-from plugins.validation import validate  # noqa: E402
+from modelreg.plugins.base import LoadOptions, PluginError  # noqa: E402
+from modelreg.plugins.discovery import discover  # noqa: E402
+from modelreg.plugins.validation import validate  # noqa: E402
 from tests.examples.conftest import require  # noqa: E402
 
 Reference = Callable[[list[str]], np.ndarray]
@@ -197,8 +197,8 @@ def test_pack_records_no_time_so_an_export_is_reproducible(artifact: Path) -> No
 def test_served_end_to_end_through_the_app(artifact: Path, reference: Reference, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.settings import Settings
+    from modelreg.api.app import create_app
+    from modelreg.api.settings import Settings
 
     auth = {"Authorization": "Bearer t"}
     with TestClient(create_app(Settings(data_dir=tmp_path / "data", admin_token="t"))) as client:

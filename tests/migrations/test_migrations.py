@@ -1,4 +1,4 @@
-"""The schema comes only from migrations, and migrations match the models exactly."""
+"""The schema comes only from modelreg.migrations, and migrations match the models exactly."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from registry import SchemaOutOfDate, schema
-from registry.db import Base, make_engine
+from modelreg.registry import SchemaOutOfDate, schema
+from modelreg.registry.db import Base, make_engine
 
 
 def test_upgrade_downgrade_and_upgrade_again(database_url: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.base import Signature
+from modelreg.plugins.base import Signature
 from tests.fixtures import distributions, tiny_models
 from tests.fixtures.distributions import WriteDistribution
 from tests.fixtures.tiny_models import TinyModel

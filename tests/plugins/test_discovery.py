@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from plugins.base import PluginError
-from plugins.devices import cuda_device_count
-from plugins.discovery import PluginSet, PluginStatus, discover
+from modelreg.plugins.base import PluginError
+from modelreg.plugins.devices import cuda_device_count
+from modelreg.plugins.discovery import PluginSet, PluginStatus, discover
 
 from tests.fixtures.distributions import WriteDistribution
 
@@ -45,7 +45,7 @@ def test_installed_echo_plugin_is_discovered_with_its_distribution(installed: di
 def test_builtin_runtimes_are_entry_points_of_modelreg_itself(installed: dict[str, PluginStatus]) -> None:
     assert installed["onnx"].distribution == "modelreg"
     assert installed["pytorch"].distribution == "modelreg"
-    assert installed["onnx"].entry_point == "plugins.onnx_runtime:OnnxRuntime"
+    assert installed["onnx"].entry_point == "modelreg.plugins.onnx_runtime:OnnxRuntime"
 
 
 def test_broken_plugin_is_listed_unavailable_with_its_reason(installed: dict[str, PluginStatus]) -> None:
@@ -97,7 +97,7 @@ def test_status_is_json_ready_for_the_admin_api(installed: dict[str, PluginStatu
 def test_discovery_imports_no_framework() -> None:
     if cuda_device_count() != 0:
         pytest.skip("a GPU driver is present: listing devices asks the frameworks")
-    code = ("import sys; from plugins.discovery import discover; discover(None); "
+    code = ("import sys; from modelreg.plugins.discovery import discover; discover(None); "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -115,7 +115,7 @@ def test_plugin_failing_at_import_is_found_through_its_dist_info(write_distribut
 def test_plugin_missing_its_framework_says_so(write_distribution: WriteDistribution) -> None:
     write_distribution("modelreg-tmp-needs", {"needs": "modelreg_tmp_needs:Runtime"}, {
         "modelreg_tmp_needs": """
-            from plugins.base import PluginError
+            from modelreg.plugins.base import PluginError
 
             class Runtime:
                 name = "needs"

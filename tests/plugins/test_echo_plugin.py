@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.base import LoadedModel, LoadOptions, PluginError
-from plugins.discovery import PluginSet
+from modelreg.plugins.base import LoadedModel, LoadOptions, PluginError
+from modelreg.plugins.discovery import PluginSet
 
 modelreg_echo = pytest.importorskip("modelreg_echo")
 

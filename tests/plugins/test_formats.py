@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.base import PluginError
-from plugins.formats import UNKNOWN, detect_format, is_pickle
+from modelreg.plugins.base import PluginError
+from modelreg.plugins.formats import UNKNOWN, detect_format, is_pickle
 from tests.fixtures.tiny_models import TinyModel, build_state_dict_pickle
 
 HEAD = 4096  # what the artifact store hands over as an upload's first bytes

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.base import LoadOptions, PluginError, Signature, TensorSpec, resolve_device
-from plugins.onnx_runtime import OnnxRuntime
-from plugins.validation import validate
+from modelreg.plugins.base import LoadOptions, PluginError, Signature, TensorSpec, resolve_device
+from modelreg.plugins.onnx_runtime import OnnxRuntime
+from modelreg.plugins.validation import validate
 from tests.fixtures.tiny_models import TinyModel, sample_input
 
 pytest.importorskip("onnxruntime")

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from plugins.base import NO_DEVICE, LoadOptions, PluginError, Signature, StageRef, TensorSpec, resolve_device, stages_of
-from plugins.discovery import PluginSet
-from plugins.pipeline_runtime import MAX_STAGES, PipelineRuntime
-from plugins.validation import validate
+from modelreg.plugins.base import NO_DEVICE, LoadOptions, PluginError, Signature, StageRef, TensorSpec, resolve_device, stages_of
+from modelreg.plugins.discovery import PluginSet
+from modelreg.plugins.pipeline_runtime import MAX_STAGES, PipelineRuntime
+from modelreg.plugins.validation import validate
 
 OPTIONS = LoadOptions(format="pipeline")
 SIGNATURE = Signature(inputs=(TensorSpec("x", "float32", (None, 2)),), outputs=(TensorSpec("y", "float32", (None, 2)),))

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.base import LoadOptions, PluginError, Signature, TensorSpec
-from plugins.pytorch_runtime import TorchRuntime
-from plugins.validation import validate
+from modelreg.plugins.base import LoadOptions, PluginError, Signature, TensorSpec
+from modelreg.plugins.pytorch_runtime import TorchRuntime
+from modelreg.plugins.validation import validate
 from tests.fixtures.tiny_models import TinyModel, build_state_dict_pickle, sample_input
 
 torch = pytest.importorskip("torch")
@@ -51,7 +51,7 @@ def test_the_three_formats_give_the_same_answers(
     signature: Signature,
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from plugins.onnx_runtime import OnnxRuntime
+    from modelreg.plugins.onnx_runtime import OnnxRuntime
 
     x = sample_input(9)
     answers = [runtime.load(m.path, "cpu", options(m, signature)).predict({"x": x})["y"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from plugins.base import LoadOptions, PluginError, Runtime, Signature, TensorSpec
-from plugins.discovery import PluginSet
-from plugins.validation import mismatches, validate
+from modelreg.plugins.base import LoadOptions, PluginError, Runtime, Signature, TensorSpec
+from modelreg.plugins.discovery import PluginSet
+from modelreg.plugins.validation import mismatches, validate
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from registry import LocalArtifactStore, RegistryService, VersionRecord
-from registry import schema
-from registry.db import make_engine, make_sessions
+from modelreg.registry import LocalArtifactStore, RegistryService, VersionRecord
+from modelreg.registry import schema
+from modelreg.registry.db import make_engine, make_sessions
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from registry import Conflict, Invalid, NotFound, TokenService
-from registry import schema
-from registry.db import make_engine, make_sessions
-from registry.tokens import hash_secret
+from modelreg.registry import Conflict, Invalid, NotFound, TokenService
+from modelreg.registry import schema
+from modelreg.registry.db import make_engine, make_sessions
+from modelreg.registry.tokens import hash_secret
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry import RegistryService
+from modelreg.registry import RegistryService
 
 
 def test_history_records_every_change_in_order_with_its_actor(registry: RegistryService, upload) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry import Conflict, Invalid, NotFound, RegistryService
+from modelreg.registry import Conflict, Invalid, NotFound, RegistryService
 
 
 def test_create_then_get_returns_the_model_with_its_policy(registry: RegistryService) -> None:

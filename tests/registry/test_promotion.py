@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from registry import Conflict, Invalid, NotFound, RegistryService, Validated
+from modelreg.registry import Conflict, Invalid, NotFound, RegistryService, Validated
 
 
 @pytest.fixture
@@ -71,8 +71,8 @@ def test_unknown_version_cannot_be_promoted(three_versions: RegistryService) -> 
 
 
 def test_a_failed_version_is_never_promoted(database_url: str, tmp_path) -> None:  # noqa: ANN001
-    from registry import LocalArtifactStore, schema
-    from registry.db import make_engine, make_sessions
+    from modelreg.registry import LocalArtifactStore, schema
+    from modelreg.registry.db import make_engine, make_sessions
 
     schema.upgrade(database_url)
     engine = make_engine(database_url)

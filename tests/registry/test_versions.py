@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import NotFound, RegistryService, TooLarge, Validated
+from modelreg.registry import NotFound, RegistryService, TooLarge, Validated
 
 
 def test_versions_are_numbered_from_one_per_model(registry: RegistryService, upload) -> None:
@@ -74,8 +74,8 @@ def test_interrupted_upload_leaves_no_version_and_no_partial_file(registry: Regi
 
 
 def test_a_failed_validation_is_kept_as_a_failed_version_with_its_reason(database_url: str, tmp_path: Path) -> None:
-    from registry import LocalArtifactStore, schema
-    from registry.db import make_engine, make_sessions
+    from modelreg.registry import LocalArtifactStore, schema
+    from modelreg.registry.db import make_engine, make_sessions
 
     def refuse(runtime, artifact, filename, metadata, device) -> Validated:  # noqa: ANN001
         return Validated(format="onnx", signature=None, error="not an ONNX model: protobuf parsing failed")

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from api.serving.batching import Batcher
-from api.serving.errors import ModelFailed, Overloaded
-from plugins.base import Signature, TensorSpec
+from modelreg.serving.batching import Batcher
+from modelreg.serving.errors import ModelFailed, Overloaded
+from modelreg.plugins.base import Signature, TensorSpec
 
 
 class RowModel:

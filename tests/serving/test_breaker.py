@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.serving.breaker import CircuitBreaker
+from modelreg.serving.breaker import CircuitBreaker
 
 
 class FakeClock:

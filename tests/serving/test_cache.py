@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 import redis.asyncio as aioredis
 
-from api.serving.breaker import CircuitBreaker
-from api.serving.cache import PredictionCache, make_redis
-from api.serving.first_level import FirstLevel
-from api.serving.keys import Namespace, lease_key, prediction_key
+from modelreg.serving.breaker import CircuitBreaker
+from modelreg.serving.cache import PredictionCache, make_redis
+from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.keys import Namespace, lease_key, prediction_key
 
 SHA = "ab" * 32
 

@@ -6,9 +6,9 @@ import asyncio
 import time
 from typing import Protocol
 
-from api.serving.breaker import CircuitBreaker
-from api.serving.cache import PredictionCache, make_redis
-from api.serving.keys import Namespace, prediction_key
+from modelreg.serving.breaker import CircuitBreaker
+from modelreg.serving.cache import PredictionCache, make_redis
+from modelreg.serving.keys import Namespace, prediction_key
 
 SHA = "cd" * 32
 TIMEOUT = 0.25  # make_redis's default socket timeouts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.serving.first_level import FirstLevel
+from modelreg.serving.first_level import FirstLevel
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.serving.threads import InferenceThreads
+from modelreg.serving.threads import InferenceThreads
 
 
 def test_runs_work_and_carries_exceptions_like_an_executor() -> None:

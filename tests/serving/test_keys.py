@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from api.serving.keys import (
+from modelreg.serving.keys import (
     Namespace,
     all_predictions_pattern,
     events_channel,

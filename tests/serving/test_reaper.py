@@ -9,9 +9,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from api.serving.cache import make_redis
-from api.serving.keys import Namespace, lease_key, prediction_key
-from api.serving.reaper import Reaper
+from modelreg.serving.cache import make_redis
+from modelreg.serving.keys import Namespace, lease_key, prediction_key
+from modelreg.serving.reaper import Reaper
 
 SHA = "ef" * 32
 
@@ -70,7 +70,7 @@ def test_is_rate_limited(redis_url: str, key_prefix: str) -> None:
 def test_redis_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         client = make_redis("redis://127.0.0.1:1/0")  # nothing listens on port 1
-        with caplog.at_level(logging.WARNING, logger="api.serving.reaper"):
+        with caplog.at_level(logging.WARNING, logger="modelreg.serving.reaper"):
             assert await Reaper(client, "mr", lambda: {"iris": 1}).run_once() == 0
         assert "reaper: pass stopped" in caplog.text
         await client.aclose()

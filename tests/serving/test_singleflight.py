@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from api.serving.singleflight import SingleFlight
+from modelreg.serving.singleflight import SingleFlight
 
 
 def test_concurrent_identical_calls_run_once() -> None:

@@ -7,8 +7,8 @@ import zlib
 
 import pytest
 
-from api.routes.v2 import decompress
-from api.serving.v2codec import V2BadRequest
+from modelreg.api.routes.v2 import decompress
+from modelreg.serving.v2codec import V2BadRequest
 
 BODY = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}'
 

@@ -13,12 +13,12 @@ import numpy as np
 import orjson
 import pytest
 
-from api.serving.codec import decode_json_inputs, input_digest
-from api.serving.errors import InvalidInput
-from api.serving.v2codec import (
+from modelreg.serving.codec import decode_json_inputs, input_digest
+from modelreg.serving.errors import InvalidInput
+from modelreg.serving.v2codec import (
     V2BadRequest, V2Output, V2Request, decode_request, encode_response, model_metadata, parse_request,
 )
-from plugins.base import Signature, TensorSpec
+from modelreg.plugins.base import Signature, TensorSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE = Signature(inputs=(TensorSpec("x", "float32", (None, 4)),), outputs=(TensorSpec("y", "float32", (None, 3)),))
@@ -238,7 +238,7 @@ def test_a_v2_bad_request_is_an_invalid_input() -> None:
 
 
 def test_v2codec_imports_no_web_framework() -> None:
-    check = ("import api.serving.v2codec, sys; "
+    check = ("import modelreg.serving.v2codec, sys; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')))")
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -11,7 +11,7 @@ import numpy as np
 
 from modelreg_text_embedding.pack import FORMAT, PackConfig, read_pack
 from modelreg_text_embedding.payload import decode_texts, encode_embeddings
-from plugins.base import LoadOptions, PluginError, Signature, TensorSpec
+from modelreg.plugins.base import LoadOptions, PluginError, Signature, TensorSpec
 
 # Texts per onnxruntime call: sorted by length first, so short texts are not padded to a long one's length.
 CHUNK = 32
@@ -168,7 +168,7 @@ def _cuda_devices() -> list[str]:
     # The built-in onnx runtime already asks once per process whether CUDA really starts (a GPU
     # present, then one real session: onnxruntime-gpu lists CUDA even without cuDNN); reuse it.
     try:
-        from plugins.onnx_runtime import OnnxRuntime
+        from modelreg.plugins.onnx_runtime import OnnxRuntime
 
         return [d for d in OnnxRuntime().devices() if d.startswith("cuda")]
     except Exception:  # modelreg without its onnx extra: CPU only

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from api.serving.codec import cast_numbers, json_default
-from api.serving.errors import InvalidInput, ServingError
-from plugins.base import Signature, TensorSpec
+from modelreg.serving.codec import cast_numbers, json_default
+from modelreg.serving.errors import InvalidInput, ServingError
+from modelreg.plugins.base import Signature, TensorSpec
 
 # V2 datatype <-> our signature dtype; BYTES carries text ("str": object arrays of Python str).
 DATATYPES: dict[str, str] = {

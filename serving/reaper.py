@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
 
-from api.serving.keys import all_predictions_pattern, parse_prediction_key
-from api.serving.tasks import reraise_if_cancelled
+from modelreg.serving.keys import all_predictions_pattern, parse_prediction_key
+from modelreg.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 

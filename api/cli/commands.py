@@ -11,12 +11,12 @@ from urllib.parse import quote
 import typer
 from rich.text import Text
 
-from api.cli_client import (
+from modelreg.api.cli.connection import (
     DEFAULT_URL, UPLOAD_TIMEOUT, ProgressReader, Token, Url, connect, fail, load_settings, model_path, progress_bar,
 )
-from api.cli_output import AsJson, emit, out, print_json, print_record, print_table
-from api.cli_tokens import tokens_app
-from api.settings import Settings
+from modelreg.api.cli.output import AsJson, emit, out, print_json, print_record, print_table
+from modelreg.api.cli.tokens import tokens_app
+from modelreg.api.settings import Settings
 
 # Tracebacks with locals would print the admin token; a failure here is a message, not a dump.
 app = typer.Typer(help="modelreg: a model registry and inference server.", no_args_is_help=True,
@@ -84,7 +84,7 @@ def serve(
     SIGTERM stops it gracefully: no new connections, requests in flight finish (for up to
     MODELREG_SHUTDOWN_GRACE_SECONDS), models are unloaded, and the exit status is 0.
     """
-    from api import server
+    from modelreg.api import server
 
     settings = prepare_embedded()
     server.run(settings, host=host, port=port, workers=workers, reload=reload, log_level=log_level)
@@ -92,8 +92,8 @@ def serve(
 
 def prepare_embedded() -> Settings:
     """Migrate and make the admin token once, here, so several workers do not race to do it."""
-    from api.auth import resolve_admin_token
-    from registry import schema
+    from modelreg.api.auth import resolve_admin_token
+    from modelreg.registry import schema
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,8 +113,8 @@ def database_url() -> str:
 
 def revisions(url: str) -> tuple[str | None, str | None]:
     """(current, head) revisions of the database at ``url``."""
-    from registry import schema
-    from registry.db import make_engine
+    from modelreg.registry import schema
+    from modelreg.registry.db import make_engine
 
     engine = make_engine(url)
     try:
@@ -132,7 +132,7 @@ def shown_url(url: str) -> str:
 
 def migrate(action: str, revision: str, as_json: bool) -> None:
     """Run an Alembic upgrade or downgrade and say what moved."""
-    from registry import schema
+    from modelreg.registry import schema
 
     url = database_url()
     try:

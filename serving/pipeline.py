@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from api.serving.codec import json_inputs
-from api.serving.errors import InvalidInput, ModelTimedOut, Overloaded, PipelineFailed, ServingError
-from api.serving.manager import ModelManager, Servable
-from plugins.base import PluginError, Signature, StageRef, stages_of
-from registry import RegistryError
+from modelreg.serving.codec import json_inputs
+from modelreg.serving.errors import InvalidInput, ModelTimedOut, Overloaded, PipelineFailed, ServingError
+from modelreg.serving.manager import ModelManager, Servable
+from modelreg.plugins.base import PluginError, Signature, StageRef, stages_of
+from modelreg.registry import RegistryError
 
 MAX_DEPTH = 8  # pipelines of pipelines: deeper than this is a mistake, not a design
 _REQUEST_DIGEST = b"modelreg-pipeline-request-v1"

@@ -1,5 +1,5 @@
 """The request engine: versions, cache, coalescing, runtimes. Nothing here imports FastAPI."""
 
-from api.serving.dataplane import CacheControl, Prediction, Serving
+from modelreg.serving.dataplane import CacheControl, Prediction, Serving
 
 __all__ = ["CacheControl", "Prediction", "Serving"]

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import typer
 from rich.text import Text
 
-from api.cli_client import DEFAULT_URL, Token, Url, connect, fail, load_settings
-from api.cli_output import AsJson, emit, out, print_table
-from registry import RegistryError, TokenService
+from modelreg.api.cli.connection import DEFAULT_URL, Token, Url, connect, fail, load_settings
+from modelreg.api.cli.output import AsJson, emit, out, print_table
+from modelreg.registry import RegistryError, TokenService
 
 tokens_app = typer.Typer(help="Create, list and revoke API tokens (role admin or reader).", no_args_is_help=True)
 
@@ -48,8 +48,8 @@ def local_tokens() -> Iterator[TokenService]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from registry import schema
-    from registry.db import make_engine, make_sessions
+    from modelreg.registry import schema
+    from modelreg.registry.db import make_engine, make_sessions
 
     settings = load_settings()
     url = settings.resolved_database_url()

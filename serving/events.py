@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.serving.keys import events_channel
-from api.serving.manager import ModelManager
-from api.serving.tasks import reraise_if_cancelled
+from modelreg.serving.keys import events_channel
+from modelreg.serving.manager import ModelManager
+from modelreg.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger("modelreg.events")
 FAILURE_LOG_EVERY_SECONDS = 60.0

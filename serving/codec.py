@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from api.serving.errors import InvalidInput
-from plugins.base import Signature, TensorSpec
+from modelreg.serving.errors import InvalidInput
+from modelreg.plugins.base import Signature, TensorSpec
 
 # Bumped whenever the digest's byte layout changes, so old and new keys never collide.
 _DIGEST_VERSION = b"modelreg-inputs-v1"

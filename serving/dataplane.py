@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from api.serving.batching import Batcher
-from api.serving.cache import PredictionCache
-from api.serving.codec import (
+from modelreg.serving.batching import Batcher
+from modelreg.serving.cache import PredictionCache
+from modelreg.serving.codec import (
     DecodedInputs,
     decode_canonical,
     decode_json_inputs,
@@ -30,15 +30,15 @@ from api.serving.codec import (
     json_inputs,
     unnamed_view,
 )
-from api.serving.errors import InvalidInput, ModelTimedOut
-from api.serving.keys import Namespace, body_key, key_in, pipeline_digest, prediction_key_prefix
-from api.serving.manager import ModelManager, Servable
-from api.serving.pipeline import (
+from modelreg.serving.errors import InvalidInput, ModelTimedOut
+from modelreg.serving.keys import Namespace, body_key, key_in, pipeline_digest, prediction_key_prefix
+from modelreg.serving.manager import ModelManager, Servable
+from modelreg.serving.pipeline import (
     Plan, STAGE_ERRORS, feed, next_request, pipeline_answer, request_digest, resolve_plan, stage_error,
     stage_outputs,
 )
-from api.serving.threads import InferenceThreads
-from plugins.base import stages_of
+from modelreg.serving.threads import InferenceThreads
+from modelreg.plugins.base import stages_of
 
 # Tags mixed into the input digest: a plugin's own payload codec caches its own rendered body,
 # which no other route can read, so it must not share keys with the canonical entries.

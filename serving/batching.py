@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from api.serving.errors import ModelFailed, Overloaded
-from plugins.base import LoadedModel
+from modelreg.serving.errors import ModelFailed, Overloaded
+from modelreg.plugins.base import LoadedModel
 
 log = logging.getLogger("modelreg.batching")
 IDLE_SECONDS = 30.0

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from api.auth import TOKEN_FILE
-from api.settings import Settings
+from modelreg.api.auth import TOKEN_FILE
+from modelreg.api.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)

@@ -21,10 +21,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
-from api.serving.breaker import BreakerState, CircuitBreaker
-from api.serving.first_level import FirstLevel
-from api.serving.keys import lease_key
-from api.serving.singleflight import SingleFlight
+from modelreg.serving.breaker import BreakerState, CircuitBreaker
+from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.keys import lease_key
+from modelreg.serving.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from plugins.base import LoadedModel, LoadOptions, PluginError, Signature, resolve_device
-from plugins.discovery import PluginSet
-from registry import PRODUCTION, Conflict, LiveState, NotFound, RegistryService, VersionRecord
+from modelreg.plugins.base import LoadedModel, LoadOptions, PluginError, Signature, resolve_device
+from modelreg.plugins.discovery import PluginSet
+from modelreg.registry import PRODUCTION, Conflict, LiveState, NotFound, RegistryService, VersionRecord
 
 log = logging.getLogger("modelreg.manager")
 MISS_REFRESH_SECONDS = 1.0
