@@ -8,6 +8,7 @@ from modelreg.registry.entities import (
 from modelreg.registry.errors import (
     Conflict, Invalid, NoProductionVersion, NotFound, RegistryError, SchemaOutOfDate, TooLarge, Unavailable,
 )
+from modelreg.registry.opening import OpenRegistry as OpenRegistry, open_registry as open_registry
 from modelreg.registry.service import RegistryService, Validated, Validator
 from modelreg.registry.tables import SQL_INT_MAX
 from modelreg.registry.tokens import ROLES, TokenService

@@ -6,17 +6,15 @@ import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.text import Text
 
-from modelreg.api.cli.connection import (
-    DEFAULT_URL, UPLOAD_TIMEOUT, ProgressReader, Token, Url, connect, fail, load_settings, model_path, progress_bar,
-)
+from modelreg.api.cli.connection import Token, Url, connect, fail, load_settings, progress_bar
 from modelreg.api.cli.output import AsJson, emit, out, print_json, print_record, print_table
 from modelreg.api.cli.tokens import tokens_app
 from modelreg.api.settings import Settings
+from modelreg.client import DEFAULT_URL
 
 # Tracebacks with locals would print the admin token; a failure here is a message, not a dump.
 app = typer.Typer(help="modelreg: a model registry and inference server.", no_args_is_help=True,
@@ -113,14 +111,10 @@ def database_url() -> str:
 
 def revisions(url: str) -> tuple[str | None, str | None]:
     """(current, head) revisions of the database at ``url``."""
-    from modelreg.registry import schema
-    from modelreg.registry.db import make_engine
+    from modelreg.registry import open_registry, schema
 
-    engine = make_engine(url)
-    try:
-        return schema.current_revision(engine), schema.head_revision(url)
-    finally:
-        engine.dispose()
+    with open_registry(url, check_schema=False) as opened:
+        return schema.current_revision(opened.engine), schema.head_revision(url)
 
 
 def shown_url(url: str) -> str:
@@ -186,7 +180,7 @@ def db_current(as_json: AsJson = False) -> None:
 def plugins(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """List the server's runtime plugins and whether each is available."""
     with connect(url, token) as client:
-        emit(client.json("GET", "/admin/plugins"), as_json,
+        emit(client.plugins(), as_json,
              lambda rows: print_table(rows, PLUGIN_COLUMNS, "no runtime plugins are installed"))
 
 
@@ -202,18 +196,16 @@ def models_create(
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
     """Register a model served by a runtime plugin."""
-    body = {"name": name, "runtime": runtime, "description": description, "tags": parse_tags(tag),
-            "cache_ttl_seconds": cache_ttl}
     with connect(url, token) as client:
-        emit(client.json("POST", "/admin/models", json={k: v for k, v in body.items() if v is not None}),
-             as_json, print_record)
+        emit(client.create_model(name, runtime, description=description, tags=parse_tags(tag),
+                                 cache_ttl_seconds=cache_ttl), as_json, print_record)
 
 
 @models_app.command("list")
 def models_list(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """List every model with its production version."""
     with connect(url, token) as client:
-        emit(client.json("GET", "/admin/models"), as_json,
+        emit(client.list_models(), as_json,
              lambda rows: print_table(rows, MODEL_COLUMNS, "no models yet: create one with `modelreg models create`"))
 
 
@@ -221,7 +213,7 @@ def models_list(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = F
 def models_show(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """Show one model: policy, aliases, generation."""
     with connect(url, token) as client:
-        emit(client.json("GET", model_path(name)), as_json, print_record)
+        emit(client.get_model(name), as_json, print_record)
 
 
 @models_app.command("update")
@@ -246,7 +238,7 @@ def models_update(
     if not body:
         raise typer.BadParameter("nothing to change: give at least one option (see --help)")
     with connect(url, token) as client:
-        emit(client.json("PATCH", model_path(name), json=body), as_json, print_record)
+        emit(client.update_model(name, **body), as_json, print_record)
 
 
 @models_app.command("delete")
@@ -256,7 +248,7 @@ def models_delete(name: Name, yes: Annotated[bool, typer.Option("--yes", "-y", h
     if not yes:
         typer.confirm(f"Delete model {name!r} with all its versions?", abort=True)
     with connect(url, token) as client:
-        client.json("DELETE", model_path(name))
+        client.delete_model(name)
     emit({"deleted": name}, as_json, lambda _: out.print(Text(f"deleted model {name}")))
 
 
@@ -287,13 +279,8 @@ def upload(
 ) -> None:
     """Upload a new version; exits 1 when the server could not validate it."""
     meta = upload_metadata(metadata, metadata_file, fmt)
-    data = {"metadata": json.dumps(meta)} if meta else None
-    with connect(url, token) as client, file.open("rb") as raw, \
-            progress_bar(file.stat().st_size, f"uploading {file.name}") as report:
-        # A file object, not bytes: httpx streams it in 64 KiB chunks, so size is bounded by disk, not RAM.
-        artifact = (file.name, ProgressReader(raw, report), "application/octet-stream")
-        record = client.json("POST", model_path(name, "versions"), files={"artifact": artifact}, data=data,
-                             timeout=UPLOAD_TIMEOUT)
+    with connect(url, token) as client, progress_bar(file.stat().st_size, f"uploading {file.name}") as report:
+        record = client.upload(name, file, metadata=meta or None, progress=report)
     emit(record, as_json, lambda r: out.print(Text(
         f"{name} version {r['version']}: {r['status']} (format {r.get('format', '?')}, sha256 {r['sha256'][:12]})")))
     if record.get("status") != "ready":
@@ -304,7 +291,7 @@ def upload(
 def versions(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """List a model's versions with their status and aliases."""
     with connect(url, token) as client:
-        rows = client.json("GET", model_path(name, "versions"))
+        rows = client.list_versions(name)
     short = [{**row, "sha256": str(row.get("sha256", ""))[:12]} for row in rows]
     emit(rows, as_json, lambda _: print_table(short, VERSION_COLUMNS, f"{name} has no versions yet: `modelreg upload`"))
 
@@ -324,7 +311,7 @@ def promote(name: Name, version: Annotated[int, typer.Argument(min=1, help="The 
             url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """Make a version the production version."""
     with connect(url, token) as client:
-        emit(client.json("POST", model_path(name, "promote"), json={"version": version}), as_json, print_change)
+        emit(client.promote(name, version), as_json, print_change)
 
 
 @app.command()
@@ -334,16 +321,15 @@ def rollback(
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
     """Return production to the previous version (or to --to)."""
-    body = {} if to is None else {"version": to}
     with connect(url, token) as client:
-        emit(client.json("POST", model_path(name, "rollback"), json=body), as_json, print_change)
+        emit(client.rollback(name, to), as_json, print_change)
 
 
 @app.command()
 def history(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """Every change to a model, oldest first."""
     with connect(url, token) as client:
-        emit(client.json("GET", model_path(name, "history")), as_json,
+        emit(client.history(name), as_json,
              lambda rows: print_table(rows, HISTORY_COLUMNS, "no history"))
 
 
@@ -355,13 +341,12 @@ def alias(name: Name, alias_name: Annotated[str, typer.Argument(metavar="ALIAS",
     """Point an alias at a version, or remove it with --delete."""
     if delete == (version is not None):
         raise typer.BadParameter("give a VERSION to set the alias, or --delete to remove it")
-    path = model_path(name, "aliases", alias_name)
     with connect(url, token) as client:
-        if delete:
-            client.json("DELETE", path)
+        if version is None:
+            client.delete_alias(name, alias_name)
             result: dict[str, Any] = {"model": name, "alias": alias_name, "deleted": True}
         else:
-            result = client.json("PUT", path, json={"version": version})
+            result = client.set_alias(name, alias_name, version)
     emit(result, as_json, lambda r: out.print(Text(
         f"{name}: alias {alias_name} removed" if delete else f"{name}: alias {alias_name} -> {r.get('version')}")))
 
@@ -370,7 +355,7 @@ def alias(name: Name, alias_name: Annotated[str, typer.Argument(metavar="ALIAS",
 def purge(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """Drop every cached answer of a model (a new cache generation)."""
     with connect(url, token) as client:
-        change = client.json("DELETE", model_path(name, "cache"))
+        change = client.purge(name)
     emit(change, as_json, lambda c: out.print(Text(f"{name}: cache purged (generation {c.get('generation')})")))
 
 
@@ -390,15 +375,9 @@ def predict(
     """
     if version is not None and alias_name is not None:
         raise typer.BadParameter("give --version or --alias, not both")
-    body = json.dumps(read_json_arg(payload, "--json"))
-    path = f"/models/{quote(name, safe='')}"
-    if version is not None:
-        path += f"/versions/{version}"
-    elif alias_name is not None:
-        path += f"/aliases/{quote(alias_name, safe='')}"
-    headers = {"Content-Type": "application/json", **({"Cache-Control": "no-cache"} if no_cache else {})}
+    body = read_json_arg(payload, "--json")
     with connect(url, token) as client:
-        response = client.request("POST", path + "/predict", content=body, headers=headers)
-    typer.echo(response.text)
-    for header in ("X-Model-Version", "X-Cache"):
-        typer.echo(f"{header}: {response.headers.get(header, '-')}", err=True)
+        answer = client.predict_body(name, body, version, alias_name, cache_control="no-cache" if no_cache else None)
+    typer.echo(answer.body.decode())
+    typer.echo(f"X-Model-Version: {answer.version}", err=True)
+    typer.echo(f"X-Cache: {answer.cache or '-'}", err=True)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.text import Text
 
-from modelreg.api.cli.connection import DEFAULT_URL, Token, Url, connect, fail, load_settings
+from modelreg.api.cli.connection import Token, Url, connect, fail, load_settings
 from modelreg.api.cli.output import AsJson, emit, out, print_table
-from modelreg.registry import RegistryError, TokenService
+from modelreg.client import DEFAULT_URL
+from modelreg.registry import RegistryError, TokenService, open_registry
 
 tokens_app = typer.Typer(help="Create, list and revoke API tokens (role admin or reader).", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ Local = Annotated[bool, typer.Option(
                     "first admin token, or when no admin token is at hand. Needs the database's credentials.")]
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     admin = "admin"
     reader = "reader"
 
@@ -48,26 +48,18 @@ def local_tokens() -> Iterator[TokenService]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from modelreg.registry import schema
-    from modelreg.registry.db import make_engine, make_sessions
-
     settings = load_settings()
     url = settings.resolved_database_url()
     if settings.is_embedded_database():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
     try:
-        if settings.should_auto_migrate():
-            schema.upgrade(url)
-        schema.ensure_current(engine, url)
-        yield TokenService(make_sessions(engine))
+        with open_registry(url, migrate=settings.should_auto_migrate()) as opened:
+            yield opened.tokens
     except RegistryError as exc:
         fail(str(exc))
     except SQLAlchemyError as exc:
         shown = make_url(url).render_as_string(hide_password=True)
         fail(f"cannot use the registry database {shown}: {str(exc).splitlines()[0]}")
-    finally:
-        engine.dispose()
 
 
 def print_secret(data: dict[str, Any]) -> None:
@@ -89,7 +81,7 @@ def tokens_create(
         data = {**record.to_dict(), "token": secret}
     else:
         with connect(url, token) as client:
-            data = client.json("POST", "/admin/tokens", json={"name": name, "role": role.value})
+            data = client.create_token(name, role.value)
     emit(data, as_json, print_secret)
 
 
@@ -101,7 +93,7 @@ def tokens_list(local: Local = False, url: Url = DEFAULT_URL, token: Token = Non
             rows = [t.to_dict() for t in tokens.list()]
     else:
         with connect(url, token) as client:
-            rows = client.json("GET", "/admin/tokens")
+            rows = client.list_tokens()
     emit(rows, as_json, lambda r: print_table(r, TOKEN_COLUMNS, "no tokens yet: `modelreg tokens create NAME`"))
 
 
@@ -114,5 +106,5 @@ def tokens_revoke(name: TokenName, local: Local = False, url: Url = DEFAULT_URL,
             data = tokens.revoke(name, actor=local_actor()).to_dict()
     else:
         with connect(url, token) as client:
-            data = client.json("DELETE", f"/admin/tokens/{quote(name, safe='')}")
+            data = client.revoke_token(name)
     emit(data, as_json, lambda d: out.print(Text(f"revoked token {d['name']} (at {d['revoked_at']})")))

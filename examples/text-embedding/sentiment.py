@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout without installing the plugin
 from modelreg_text_embedding.runtime import SentenceEmbeddingRuntime  # noqa: E402
 
-from modelreg.plugins.base import LoadOptions  # noqa: E402
+from modelreg.plugins import LoadOptions  # noqa: E402
 
 EMBEDDING, HEAD, PIPELINE = "minilm", "sentiment-head", "sentiment"
 LABELS = ("negative", "positive")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from modelreg.plugins.base import PluginError
+from modelreg.plugins import PluginError
 
 FORMAT = "text-embedding"
 FORMAT_VERSION = 1
