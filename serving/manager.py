@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from modelreg.plugins.base import LoadedModel, LoadOptions, PluginError, Signature, resolve_device
 from modelreg.plugins.discovery import PluginSet
-from modelreg.registry import PRODUCTION, Conflict, LiveState, NotFound, RegistryService, VersionRecord
+from modelreg.registry import (
+    PRODUCTION,
+    Conflict,
+    LiveState,
+    NoProductionVersion,
+    NotFound,
+    RegistryService,
+    VersionRecord,
+)
 
 log = logging.getLogger("modelreg.manager")
 MISS_REFRESH_SECONDS = 1.0
@@ -38,7 +46,7 @@ class Servable:
 class _Loaded:
     model: LoadedModel
     record: VersionRecord
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float  # on the manager's clock
 
 
 class ModelManager:
@@ -60,6 +68,7 @@ class ModelManager:
         self._locks_guard = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._last_miss_refresh: dict[str, float] = {}
+        self._failures: dict[tuple[str, int], str] = {}  # (name, version) -> why it did not load here
         self.loads = 0
         self.unloads = 0
 
@@ -74,6 +83,7 @@ class ModelManager:
                 state = fresh.get(model)
                 if state is None:
                     self._states.pop(model, None)
+                    self._forget_failures(model)
                     continue
                 old = self._states.get(model)
                 if old == state:
@@ -87,6 +97,7 @@ class ModelManager:
                         log.error("cannot load %s v%s here, keeping the previous state: %s", model, live, exc)
                         continue
                 self._states[model] = state  # the switch: one assignment, the new version already loaded
+                self._forget_failures(model, keep=set(state.aliases.values()))
             self._retire_unused()
 
     def live_generations(self) -> dict[str, int]:
@@ -94,7 +105,12 @@ class ModelManager:
         return {name: state.generation for name, state in self._states.items()}
 
     def states(self) -> dict[str, LiveState]:
+        """Model name -> the live state this replica serves."""
         return dict(self._states)
+
+    def failures(self) -> dict[tuple[str, int], str]:
+        """(name, version) -> why that version could not be loaded here (until it loads)."""
+        return dict(self._failures)
 
     # serving ------------------------------------------------------------------------------
 
@@ -137,8 +153,7 @@ class ModelManager:
         number = state.aliases.get(alias)
         if number is None:
             if alias == PRODUCTION:
-                raise Conflict(f"model {state.name!r} has no production version yet; "
-                               f"promote one with POST /admin/models/{state.name}/promote")
+                raise NoProductionVersion(state.name)
             raise NotFound("alias", state.name, alias)
         return number
 
@@ -154,9 +169,15 @@ class ModelManager:
         with lock:  # one load per version, however many requests ask at once
             loaded = self._loaded.get(key)
             if loaded is None:
-                loaded = _Loaded(model=self._load(state, record), record=record)
+                try:
+                    model = self._load(state, record)
+                except PluginError as exc:
+                    self._failures[(state.name, number)] = str(exc)
+                    raise
+                loaded = _Loaded(model=model, record=record, last_used=self._clock())
                 self._loaded[key] = loaded
                 self._index[(state.name, number)] = key
+                self._failures.pop((state.name, number), None)
                 self.loads += 1
             loaded.last_used = self._clock()
             return loaded
@@ -167,8 +188,19 @@ class ModelManager:
         signature = Signature.from_dict(record.signature) if record.signature else None
         path = self._registry.artifacts.path(record.sha256)
         log.info("loading %s v%d (%s) on %s", state.name, record.version, record.format, device)
-        return runtime.load(path, device, LoadOptions(format=record.format, signature=signature,
-                                                      intra_op_threads=self._intra_op_threads))
+        options = LoadOptions(format=record.format, signature=signature, intra_op_threads=self._intra_op_threads)
+        try:
+            return runtime.load(path, device, options)
+        except PluginError:
+            raise
+        except Exception as exc:  # a plugin's own bug is one version that cannot serve, not a stopped refresh
+            raise PluginError.caused_by(f"runtime {state.runtime!r} could not load {state.name} v{record.version}",
+                                        exc) from exc
+
+    def _forget_failures(self, name: str, keep: Collection[int] = ()) -> None:
+        """Drop the failures of ``name`` no alias points at any more (all of them when it is gone)."""
+        for key in [k for k in list(self._failures) if k[0] == name and k[1] not in keep]:  # list(): requests add
+            self._failures.pop(key, None)
 
     def _retire_unused(self) -> None:
         """Unload versions no alias points at and nobody used within the grace period."""
@@ -200,8 +232,10 @@ class ModelManager:
             self._retire_unused()
 
     def loaded_versions(self) -> list[tuple[str, int]]:
+        """Every (name, version) loaded here, sorted."""
         return sorted((k[0], k[1]) for k in self._loaded)
 
     def close(self) -> None:
+        """Unload everything (shutdown)."""
         for key in list(self._loaded):
             self._unload(key)

@@ -1,0 +1,109 @@
+"""The request engine without HTTP: a JSON predict and a V2 infer of the same input are one cache
+key and one execution, whichever comes first, on the real Redis and the installed echo plugin."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import modelreg_echo
+import numpy as np
+import orjson
+import pytest
+
+from modelreg.plugins.discovery import PluginSet
+from modelreg.registry import RegistryService
+from modelreg.serving import Serving
+from modelreg.serving.breaker import CircuitBreaker
+from modelreg.serving.cache import PredictionCache, make_redis
+from modelreg.serving.manager import ModelManager
+
+BODY = b'{"inputs": [[1.0, 2.0]]}'
+ARRAYS = {"x": np.array([[1.0, 2.0]], np.float32)}
+ANSWER = [[3.0, 4.0]]  # x + 2, the offset of the version in production
+
+
+@pytest.fixture
+def registry(empty_registry: RegistryService) -> RegistryService:
+    registry = empty_registry
+    registry.create_model("iris", "echo", actor="alice")
+    version = registry.upload_version("iris", io.BytesIO(json.dumps({"offset": 2.0}).encode()),
+                                      filename="echo.json", metadata={"format": "json"}, actor="alice")
+    registry.promote("iris", version.version, actor="alice")
+    return registry
+
+
+@pytest.fixture(autouse=True)
+def executions() -> modelreg_echo.Stats:
+    """The echo plugin's own count of model executions, from zero."""
+    modelreg_echo.STATS.reset()
+    return modelreg_echo.STATS
+
+
+@asynccontextmanager
+async def replica(registry: RegistryService, redis_url: str, key_prefix: str) -> AsyncIterator[Serving]:
+    """One replica's engine: its own manager, cache client and inference threads; shared Redis."""
+    manager = ModelManager(registry, PluginSet.discover({"echo"}), default_device="cpu")
+    await asyncio.to_thread(manager.refresh)
+    redis = make_redis(redis_url)
+    serving = Serving(manager, PredictionCache(redis, breaker=CircuitBreaker(), first_level=None),
+                      prefix=key_prefix, default_ttl_seconds=60)
+    try:
+        yield serving
+    finally:
+        await serving.close()
+        await redis.aclose()
+        manager.close()
+
+
+def test_a_predict_then_an_infer_of_the_same_input_run_the_model_once(
+        registry: RegistryService, redis_url: str, key_prefix: str, executions: modelreg_echo.Stats) -> None:
+    async def scenario() -> None:
+        async with replica(registry, redis_url, key_prefix) as serving:
+            predicted = await serving.predict("iris", BODY)
+            assert (predicted.version, predicted.cache_status) == (1, "miss")
+            assert orjson.loads(predicted.body) == {"model": "iris", "version": 1, "outputs": ANSWER}
+            await serving.cache.drain()  # the write reached Redis
+
+            inferred = await serving.infer("iris", ARRAYS)
+            assert (inferred.version, inferred.cache_status) == (1, "hit")
+            assert inferred.outputs["y"].tolist() == ANSWER
+            assert executions.calls == 1
+
+            other = await serving.infer("iris", {"x": np.array([[5.0, 6.0]], np.float32)})
+            assert other.cache_status == "miss" and executions.calls == 2  # another input, another key
+
+    asyncio.run(scenario())
+
+
+def test_an_infer_then_a_predict_of_the_same_input_run_the_model_once(
+        registry: RegistryService, redis_url: str, key_prefix: str, executions: modelreg_echo.Stats) -> None:
+    async def scenario() -> None:
+        async with replica(registry, redis_url, key_prefix) as serving:
+            inferred = await serving.infer("iris", ARRAYS)
+            assert (inferred.version, inferred.cache_status) == (1, "miss")
+            assert inferred.outputs["y"].tolist() == ANSWER
+            await serving.cache.drain()
+
+            predicted = await serving.predict("iris", BODY)
+            assert (predicted.version, predicted.cache_status) == (1, "hit")
+            assert orjson.loads(predicted.body) == {"model": "iris", "version": 1, "outputs": ANSWER}
+            assert executions.calls == 1
+
+    asyncio.run(scenario())
+
+
+def test_one_replicas_predict_answers_another_replicas_infer_from_redis(
+        registry: RegistryService, redis_url: str, key_prefix: str, executions: modelreg_echo.Stats) -> None:
+    async def scenario() -> None:
+        async with replica(registry, redis_url, key_prefix) as first:
+            assert (await first.predict("iris", BODY)).cache_status == "miss"
+        async with replica(registry, redis_url, key_prefix) as second:  # nothing of the first in memory
+            inferred = await second.infer("iris", ARRAYS)
+            assert (inferred.cache_status, inferred.outputs["y"].tolist()) == ("hit", ANSWER)
+        assert executions.calls == 1
+
+    asyncio.run(scenario())
