@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -12,6 +15,11 @@ from typing import BinaryIO, Protocol
 from modelreg.registry.errors import TooLarge
 
 CHUNK = 1024 * 1024
+TMP_PREFIX = "upload-"
+# A temporary file nobody has written to for this long, and that no process holds, is an orphan.
+ORPHAN_AFTER_SECONDS = 600.0
+
+log = logging.getLogger("modelreg.artifacts")
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,11 @@ class LocalArtifactStore:
         digest = hashlib.sha256()
         size = 0
         head = b""
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix=TMP_PREFIX)
         tmp = Path(tmp_name)
+        # Held until the file is renamed or removed: the sweep of another replica sharing this
+        # folder sees a live upload by its lock, whatever its age.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(CHUNK):
@@ -80,3 +91,29 @@ class LocalArtifactStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def sweep_orphans(self, older_than_seconds: float = ORPHAN_AFTER_SECONDS) -> int:
+        """Remove upload temp files left by a killed replica; how many were removed.
+
+        A file is an orphan when no process holds its lock (every writer does, see ``put``) and
+        nothing wrote to it for ``older_than_seconds``: both, so an upload running on another
+        replica that shares the folder is never touched, even where locks do not cross hosts.
+        """
+        removed = 0
+        now = time.time()
+        for path in self._tmp.glob(TMP_PREFIX + "*"):
+            try:
+                if now - path.stat().st_mtime < older_than_seconds:
+                    continue
+                with open(path, "rb") as handle:
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live upload in another process
+                    path.unlink()
+            except FileNotFoundError:
+                continue  # finished (renamed) or swept by another replica meanwhile
+            removed += 1
+        if removed:
+            log.info("removed %d orphaned upload file(s) from %s", removed, self._tmp)
+        return removed
