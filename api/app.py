@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from modelreg.api import errors
 from modelreg.api.deps import require_predict
-from modelreg.api.hitpath import HitPath
+from modelreg.api.fast_path import FastPath
 from modelreg.api.limits import BodyLimit
 from modelreg.api.metrics import Metrics, RequestMetrics
 from modelreg.api.routes import admin, ops, predict, v2
@@ -19,8 +19,12 @@ from modelreg.api.services import build_services
 from modelreg.api.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ASGI app for one replica; ``settings`` default to the environment."""
+def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
+    """The ASGI app for one replica; ``settings`` default to the environment.
+
+    ``fast_path=False`` leaves every predict to the framework routes (the reference the fast path is
+    tested against).
+    """
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -47,7 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(predict.router, dependencies=[Depends(require_predict)])
     app.include_router(v2.router)
-    app.add_middleware(HitPath)
+    # Inside out: the last resort for bugs, then the fast path (so a hit never passes the former).
+    app.add_middleware(errors.LastResort)
+    if fast_path:
+        app.add_middleware(FastPath)
     app.add_middleware(BodyLimit, max_request_bytes=settings.max_request_bytes,
                        max_artifact_bytes=settings.max_artifact_bytes)
     # Outermost, so a 413 from the body limit is counted too.

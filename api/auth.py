@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
-from sqlalchemy.exc import SQLAlchemyError
 
 from modelreg.api.settings import Settings
+from modelreg.registry.errors import Unavailable
 from modelreg.registry.tokens import BOOTSTRAP, TokenService, hash_secret
 
 log = logging.getLogger("modelreg.auth")
@@ -117,7 +117,7 @@ class Authenticator:
             return _admit(known[1])
         try:
             record = await anyio.to_thread.run_sync(self._tokens.verify, secret)
-        except SQLAlchemyError:
+        except Unavailable:
             if known is not None and known[1] is not None:
                 log.warning("registry unavailable; trusting token %r as it was %.0f s ago", known[1].name,
                             now - known[0])

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelreg.api.auth import Principal
-from modelreg.serving import Serving
 from modelreg.api.services import Services
 from modelreg.registry import RegistryService, TokenService
 
@@ -19,10 +18,6 @@ def get_services(request: Request) -> Services:
 
 def get_registry(request: Request) -> RegistryService:
     return get_services(request).registry
-
-
-def get_serving(request: Request) -> Serving:
-    return get_services(request).serving
 
 
 def get_tokens(request: Request) -> TokenService:
@@ -56,6 +51,5 @@ async def require_predict(request: Request) -> Principal | None:
 ServicesDep = Annotated[Services, Depends(get_services)]
 RegistryDep = Annotated[RegistryService, Depends(get_registry)]
 TokensDep = Annotated[TokenService, Depends(get_tokens)]
-ServingDep = Annotated[Serving, Depends(get_serving)]
 # The caller of an /admin route; on a route that changes something, `authorize` has made sure it is an admin.
 AdminDep = Annotated[Principal, Depends(authorize)]

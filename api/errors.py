@@ -1,4 +1,4 @@
-"""The one map from domain errors to HTTP: status and a body that says what to fix."""
+"""The error renderer (api/rendering.py) wired into FastAPI: exception handlers and a last resort."""
 
 from __future__ import annotations
 
@@ -6,58 +6,33 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelreg.api.auth import Forbidden, Unauthorized
 from modelreg.api.limits import BodyTooLarge
-from modelreg.serving.errors import InvalidInput, ModelFailed, ModelTimedOut, Overloaded, ServingError
-from modelreg.serving.v2codec import V2BadRequest
+from modelreg.api.rendering import Rendered, client_gone, error, render
 from modelreg.plugins.base import PluginError
-from modelreg.registry.errors import Conflict, Invalid, NotFound, RegistryError, SchemaOutOfDate, TooLarge
+from modelreg.registry.errors import RegistryError
+from modelreg.serving.errors import ServingError
 
 log = logging.getLogger("modelreg.errors")
-CLIENT_CLOSED_REQUEST = 499
-
-STATUS: list[tuple[type[Exception], int]] = [
-    (NotFound, 404),
-    (Conflict, 409),
-    (Invalid, 422),
-    (TooLarge, 413),
-    (BodyTooLarge, 413),
-    (SchemaOutOfDate, 503),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (PluginError, 422),
-    (V2BadRequest, 400),  # the protocol's own status for a malformed request
-    (InvalidInput, 422),
-    (Overloaded, 503),
-    (ModelFailed, 500),
-    (ModelTimedOut, 504),
-]
 
 
-def register_status(error: type[Exception], status: int) -> None:
-    """Let another layer (serving) add its errors to the map without knowing HTTP itself."""
-    STATUS.insert(0, (error, status))
+def is_v2(path: str) -> bool:
+    """The Open Inference Protocol routes answer ``{"error": ...}``."""
+    return path.startswith("/v2")
 
 
-def status_of(exc: Exception) -> int:
-    for kind, status in STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 500
-
-
-def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """``{"detail": ...}`` everywhere, ``{"error": ...}`` on the Open Inference Protocol routes."""
-    key = "error" if request.url.path.startswith("/v2") else "detail"
-    if status == 401:
-        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
-    return JSONResponse({key: message}, status_code=status, headers=headers)
+def response(rendered: Rendered) -> Response:
+    """A framework response carrying exactly the rendered status, headers and bytes."""
+    status, headers, body = rendered
+    answer = Response(status_code=status)
+    answer.body = body
+    answer.raw_headers = headers
+    return answer
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -69,43 +44,61 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+    """Register the handlers on ``app`` (the last resort is a middleware: see LastResort)."""
 
-    async def domain(request: Request, exc: Exception) -> JSONResponse:
-        status = status_of(exc)
-        if status == 500 and not isinstance(exc, ModelFailed):
-            log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-            return error_response(request, 500, f"internal error ({type(exc).__name__}); see the server log")
-        return error_response(request, status, str(exc), getattr(exc, "headers", None))
+    async def domain(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        return response(render(exc, v2=is_v2(path), where=f"{request.method} {path}"))
 
-    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 422, _describe_validation(exc))
+    async def validation(request: Request, exc: RequestValidationError) -> Response:
+        return response(error(422, _describe_validation(exc), v2=is_v2(request.url.path)))
 
-    async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def http(request: Request, exc: StarletteHTTPException) -> Response:
+        return response(error(exc.status_code, str(exc.detail), v2=is_v2(request.url.path),
+                              headers=getattr(exc, "headers", None)))
 
-    async def database(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, DBAPIError) and not isinstance(exc, (OperationalError, InterfaceError)) \
-                and not exc.connection_invalidated:
-            return await domain(request, exc)  # a bug (say an IntegrityError), not an outage: 500, logged
-        log.warning("registry database unavailable on %s %s: %s", request.method, request.url.path,
-                    type(exc).__name__)
-        return error_response(request, 503, "the registry database is unavailable; loaded models keep serving, "
-                              "registry changes wait until it is back: try again shortly", {"Retry-After": "5"})
-
-    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
         # Not a server error: the half-read body is dropped (an upload's spool file with it) and
-        # nobody is left to answer. 499 is what the access log and the metrics show (nginx's code).
+        # nobody is left to answer.
         log.info("client closed the connection before sending the whole body of %s %s",
                  request.method, request.url.path)
-        return error_response(request, CLIENT_CLOSED_REQUEST, "the client closed the connection mid-request")
+        return response(client_gone(v2=is_v2(request.url.path)))
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
-    app.add_exception_handler(ClientDisconnect, client_gone)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, gone)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
-    # The database down or unreachable: a lost connection, a refused one, or a pool with none to give.
-    for kind in (OperationalError, InterfaceError, DBAPIError, PoolTimeout):
-        app.add_exception_handler(kind, database)
     for kind in (RegistryError, ServingError, Unauthorized, Forbidden, BodyTooLarge, PluginError):
         app.add_exception_handler(kind, domain)
-    app.state.domain_error_handler = domain
+
+
+class LastResort:
+    """ASGI middleware: an exception no handler knows (a bug) is still a JSON 500 from the renderer.
+
+    Starlette sends its plain-text 500 for these and re-raises, and an ``Exception`` handler cannot
+    change that; this sits just inside the user middleware, so the fast path never pays for it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:  # half an answer is on the wire: nothing coherent left to send
+                raise
+            path: str = scope.get("path", "")
+            status, headers, body = render(exc, v2=is_v2(path), where=f"{scope.get('method')} {path}")
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})

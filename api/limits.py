@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

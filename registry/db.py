@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, sessionmaker, Session
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from modelreg.registry.errors import Unavailable
 
 # Named constraints keep Alembic diffs stable across databases.
 NAMING_CONVENTION = {
@@ -74,3 +80,38 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot be reached, not that a statement is wrong.
+
+    A refused or lost connection, a pool with none to give, or a connection the driver gave up on.
+    Any other DBAPIError (an IntegrityError, say) is a bug or a constraint and stays what it is.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction (committed on success); an outage leaves it as Unavailable, so no layer above
+    the registry needs to know SQLAlchemy's exception types."""
+    try:
+        with sessions.begin() as session:
+            yield session
+    except (DBAPIError, PoolTimeout) as exc:
+        if is_outage(exc):
+            raise Unavailable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        raise
+
+
+def ping(sessions: sessionmaker[Session]) -> None:
+    """One round trip to the database; Unavailable when it does not answer."""
+    with transaction(sessions) as session:
+        session.execute(text("SELECT 1"))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

@@ -12,15 +12,23 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from modelreg.names import is_alias, is_model_name, is_runtime_name
 from modelreg.registry.artifacts import ArtifactStore, StoredArtifact
+from modelreg.registry.db import ping, transaction
 from modelreg.registry.entities import (
-    PRODUCTION, aware, BatchPolicy, CachePolicy, HistoryRecord, LiveState, ModelRecord, ProductionChange, VersionRecord,
+    PRODUCTION,
+    BatchPolicy,
+    CachePolicy,
+    HistoryRecord,
+    LiveState,
+    ModelRecord,
+    ProductionChange,
+    VersionRecord,
+    aware,
 )
-from modelreg.registry.errors import Conflict, Invalid, NotFound
+from modelreg.registry.errors import Conflict, Invalid, NoProductionVersion, NotFound
 from modelreg.registry.tables import SQL_INT_MAX, Alias, HistoryEvent, Model, Version
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 POLICY_FIELDS = frozenset(
     {"description", "tags", "cache_enabled", "cache_ttl_seconds", "cache_max_value_bytes",
      "max_batch_size", "max_delay_ms", "device"}
@@ -46,7 +54,7 @@ class Validator(Protocol):
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name or ""):
+    if not is_model_name(name):
         raise Invalid(
             f"invalid model name {name!r}: use 1-128 letters, digits, '-', '_' or '.' (no spaces or slashes)"
         )
@@ -54,7 +62,7 @@ def check_name(name: str) -> str:
 
 
 def _check_alias(alias: str) -> str:
-    if not ALIAS_RE.fullmatch(alias or ""):
+    if not is_alias(alias):
         raise Invalid(f"invalid alias {alias!r}: use 1-64 letters, digits, '-', '_' or '.'")
     return alias
 
@@ -125,8 +133,13 @@ class RegistryService:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        # Every public method reads and writes through here: a database outage becomes Unavailable.
+        with transaction(self._sessions) as session:
             yield session
+
+    def ping(self) -> None:
+        """One round trip to the database (readiness); Unavailable when it does not answer."""
+        ping(self._sessions)
 
     def _model(self, session: Session, name: str, *, lock: bool = False) -> Model:
         query = select(Model).where(Model.name == name).options(selectinload(Model.aliases))
@@ -159,7 +172,7 @@ class RegistryService:
     def create_model(self, name: str, runtime: str, *, actor: str, **policy: Any) -> ModelRecord:
         """Register a model; its name is unique (a duplicate is a Conflict, never a second row)."""
         check_name(name)
-        if not runtime or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", runtime):
+        if not is_runtime_name(runtime):
             raise Invalid(f"invalid runtime name {runtime!r}")
         policy = {k: v for k, v in policy.items() if v is not None}
         _check_policy(policy)
@@ -254,8 +267,7 @@ class RegistryService:
                 target = next((a.version for a in model.aliases if a.name == alias), None)
                 if target is None:
                     if alias == PRODUCTION:
-                        raise Conflict(f"model {name!r} has no production version yet; "
-                                       f"promote one with POST /admin/models/{name}/promote")
+                        raise NoProductionVersion(name)
                     raise NotFound("alias", name, alias)
                 version = target
             return _version_record(model, self._version(session, model, version))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelreg.names import is_token_name
+from modelreg.registry.db import transaction
 from modelreg.registry.entities import TokenRecord, aware
 from modelreg.registry.errors import Conflict, Invalid, NotFound
 from modelreg.registry.tables import ApiToken, utcnow
@@ -21,7 +22,6 @@ ROLES = ("admin", "reader")
 # The token given by MODELREG_ADMIN_TOKEN (or data/admin-token) acts under this name; no stored token
 # may take it, so "bootstrap" in history always means that one.
 BOOTSTRAP = "bootstrap"
-TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECRET_PREFIX = "mrt_"  # lets secret scanners and people recognise a leaked modelreg token
 
 
@@ -41,7 +41,7 @@ def _record(row: ApiToken) -> TokenRecord:
 
 
 def check_token_name(name: str) -> str:
-    if not TOKEN_NAME_RE.fullmatch(name or ""):
+    if not is_token_name(name):
         raise Invalid(f"invalid token name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
     if name == BOOTSTRAP:
         raise Invalid(f"the token name {BOOTSTRAP!r} is reserved for MODELREG_ADMIN_TOKEN; pick another name")
@@ -62,7 +62,8 @@ class TokenService:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        # A database outage leaves here as Unavailable (see RegistryService._tx).
+        with transaction(self._sessions) as session:
             yield session
 
     def create(self, name: str, role: str, *, created_by: str) -> tuple[TokenRecord, str]:

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy.exc import SQLAlchemyError
 
+from modelreg.registry import Unavailable
 from modelreg.serving.keys import events_channel
 from modelreg.serving.manager import ModelManager
 from modelreg.serving.tasks import reraise_if_cancelled
@@ -42,7 +43,8 @@ class ChangeFeed:
             log.warning("could not publish a change of %s (%s); replicas will see it on their next poll",
                         model, type(exc).__name__)
 
-    def start(self, *extra: Callable[[], Awaitable[None]]) -> None:
+    def start(self, *extra: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Poll, listen (when there is Redis) and run ``extra`` jobs beside them until ``stop``."""
         self._tasks.append(asyncio.create_task(self._poll(), name="modelreg-poll"))
         if self._subscribe_url is not None:
             self._tasks.append(asyncio.create_task(self._listen(self._subscribe_url), name="modelreg-events"))
@@ -70,10 +72,11 @@ class ChangeFeed:
             reraise_if_cancelled(exc)
             now = time.monotonic()
             if self._failing_since is None or now - self._last_warning >= FAILURE_LOG_EVERY_SECONDS:
-                what = "registry unreachable" if isinstance(exc, SQLAlchemyError) else "refreshing live versions failed"
-                log.warning("%s (%s: %s); serving the versions already loaded, retrying every %gs", what,
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self._poll_interval,
-                            exc_info=not isinstance(exc, SQLAlchemyError))  # a bug gets its traceback
+                what = "registry unreachable" if isinstance(exc, Unavailable) else "refreshing live versions failed"
+                first_line = str(exc).partition("\n")[0]
+                cause = exc.cause if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {first_line}"
+                log.warning("%s (%s); serving the versions already loaded, retrying every %gs", what, cause,
+                            self._poll_interval, exc_info=not isinstance(exc, Unavailable))  # a bug gets its traceback
                 self._last_warning = now
             if self._failing_since is None:
                 self._failing_since = now
@@ -108,5 +111,5 @@ class ChangeFeed:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     await client.aclose()

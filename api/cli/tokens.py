@@ -15,7 +15,7 @@ from rich.text import Text
 from modelreg.api.cli.connection import Token, Url, connect, fail, load_settings
 from modelreg.api.cli.output import AsJson, emit, out, print_table
 from modelreg.client import DEFAULT_URL
-from modelreg.registry import RegistryError, TokenService, open_registry
+from modelreg.registry import RegistryError, TokenService, Unavailable, open_registry
 
 tokens_app = typer.Typer(help="Create, list and revoke API tokens (role admin or reader).", no_args_is_help=True)
 
@@ -55,9 +55,11 @@ def local_tokens() -> Iterator[TokenService]:
     try:
         with open_registry(url, migrate=settings.should_auto_migrate()) as opened:
             yield opened.tokens
+    except Unavailable as exc:  # the CLI user is not a client of a server: name the database and the cause
+        fail(f"cannot use the registry database {make_url(url).render_as_string(hide_password=True)}: {exc.cause}")
     except RegistryError as exc:
         fail(str(exc))
-    except SQLAlchemyError as exc:
+    except SQLAlchemyError as exc:  # opening it (a bad URL, a missing driver), before any transaction
         shown = make_url(url).render_as_string(hide_password=True)
         fail(f"cannot use the registry database {shown}: {str(exc).splitlines()[0]}")
 

@@ -1,11 +1,12 @@
-"""The error map for database failures: an outage is a 503 that says so, a bug is a 500."""
+"""Database failures: the registry turns an outage into a 503 that says so; a bug stays a 500."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 
 from modelreg.registry import RegistryService
 from tests.api.conftest import AUTH
@@ -16,20 +17,44 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("sqlite_url"))  # the mapping does not depend on the database
 
 
-@pytest.mark.parametrize("error", [
-    OperationalError("SELECT 1", {}, Exception("connection refused")),
-    PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 5.00"),
-])
-def test_an_unreachable_database_is_a_503_with_retry_after(client: TestClient, monkeypatch: pytest.MonkeyPatch,
-                                                           error: Exception) -> None:
-    def unreachable(*args: object, **kwargs: object) -> None:
+def fail_every_query(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """The database misbehaves under the registry: every query the service sends raises ``error``."""
+    def failing(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(RegistryService, "list_models", unreachable)
+    monkeypatch.setattr(Session, "scalars", failing)
+    monkeypatch.setattr(Session, "execute", failing)
+
+
+@pytest.mark.parametrize("error", [
+    OperationalError("SELECT 1", {}, Exception("connection refused")),
+    InterfaceError("SELECT 1", {}, Exception("connection already closed")),
+    DBAPIError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True),
+    PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 5.00"),
+], ids=["refused", "interface", "invalidated", "pool-timeout"])
+def test_an_unreachable_database_is_a_503_with_retry_after(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                           error: Exception) -> None:
+    fail_every_query(monkeypatch, error)
     response = client.get("/admin/models", headers=AUTH)
     assert response.status_code == 503
     assert response.json()["detail"].startswith("the registry database is unavailable")
     assert response.headers["retry-after"] == "5"
+
+
+def test_readiness_names_the_outage_without_raising(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_every_query(monkeypatch, OperationalError("SELECT 1", {}, Exception("connection refused")))
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "checks": {"database": "unavailable: OperationalError"}}
+
+
+def test_a_statement_error_under_the_registry_is_a_500_not_an_outage(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_every_query(monkeypatch, ProgrammingError("SELECT nope", {}, Exception("no such column")))
+    response = client.get("/admin/models", headers=AUTH)
+    assert response.status_code == 500
+    assert response.json()["detail"] == "internal error (ProgrammingError); see the server log"
+    assert "retry-after" not in response.headers
 
 
 def test_an_integrity_error_that_escapes_the_service_is_a_500_not_an_outage(

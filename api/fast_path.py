@@ -1,0 +1,110 @@
+"""The fast path of the three predict routes, in front of the framework.
+
+A cache hit is the common case and its work is tiny (hash the body, two dict lookups), so the
+framework's per-request cost (routing, Request objects, dependencies, exception middleware)
+would dominate it; on a miss it is still a good part of the cost that is not the model's. This
+ASGI middleware answers ``POST /models/{name}/predict``, ``/models/{name}/versions/{v}/predict``
+and ``/models/{name}/aliases/{a}/predict`` itself: the same token check, the same engine call, the
+same header and error renderers as the routes in api/routes/predict.py, so the bytes are the same.
+What it cannot parse as surely as the router (a version that is not a plain number in SQL's
+range, a root path) goes on to the framework untouched, which answers it as it always did.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelreg.api.rendering import client_gone, prediction_headers, render
+from modelreg.registry import SQL_INT_MAX
+from modelreg.serving import CacheControl
+
+log = logging.getLogger("modelreg.errors")
+PREDICT_ROUTE = "/models/{name}/predict"
+VERSION_ROUTE = "/models/{name}/versions/{version}/predict"
+ALIAS_ROUTE = "/models/{name}/aliases/{alias}/predict"
+_PREFIX = "/models/"
+_SUFFIX = "/predict"
+_DEFAULT_CONTROL = CacheControl()
+
+
+class FastPath:
+    """ASGI middleware that answers the predict routes without the framework (see the module doc)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_PREFIX)
+                or not path.endswith(_SUFFIX) or scope.get("root_path")):
+            await self.app(scope, receive, send)
+            return
+        target = _parse(path[len(_PREFIX):-len(_SUFFIX)])
+        services = getattr(scope["app"].state, "services", None)
+        if target is None or services is None:
+            await self.app(scope, receive, send)
+            return
+        name, version, alias, route = target
+        # What the metrics middleware would have read from the matched route.
+        scope["modelreg.route"] = route
+        scope["path_params"] = {"name": name}
+        authorization: str | None = None
+        cache_control: str | None = None
+        for header, value in scope["headers"]:  # the first of each, as Starlette's headers.get does
+            if header == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif header == b"cache-control" and cache_control is None:
+                cache_control = value.decode("latin-1")
+        try:
+            if services.auth.predict_auth:
+                await services.auth.check_predict(authorization)
+            body = await _read_body(receive)
+            if body is None:  # the client left mid-body; nobody reads this, the metrics do
+                log.info("client closed the connection before sending the whole body of POST %s", path)
+                status, headers, body = client_gone(v2=False)
+            else:
+                control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
+                answer = await services.serving.predict(name, body, version=version, alias=alias, control=control)
+                status, headers, body = 200, prediction_headers(answer), answer.body
+        except Exception as exc:
+            status, headers, body = render(exc, v2=False, where=f"POST {path}")
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _parse(middle: str) -> tuple[str, int | None, str | None, str] | None:
+    """(name, version, alias, route template) of a predict path's middle part, or None to let the router decide."""
+    if "/" not in middle:
+        return (middle, None, None, PREDICT_ROUTE) if middle else None
+    name, kind, value = _split3(middle)
+    if not name or not value or "/" in value:
+        return None
+    if kind == "aliases":
+        return name, None, value, ALIAS_ROUTE
+    # Only a plain number the registry can hold; anything else ("01", "+1", "1e3", huge) the route's
+    # validation answers, whatever it decides.
+    if kind == "versions" and value.isascii() and value.isdigit() and value[0] != "0" and len(value) <= 10:
+        number = int(value)
+        if number <= SQL_INT_MAX:
+            return name, number, None, VERSION_ROUTE
+    return None
+
+
+def _split3(middle: str) -> tuple[str, str, str]:
+    name, _, rest = middle.partition("/")
+    kind, _, value = rest.partition("/")
+    return name, kind, value
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body; None if the client went away. Over the limit, BodyLimit's receive raises."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
