@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 
 import orjson
 
@@ -59,12 +60,15 @@ def render(exc: BaseException, *, v2: bool, where: str = "") -> Rendered:
     """Status, headers and body for ``exc``; ``where`` ("POST /path") only goes to the log.
 
     An exception the map does not know is a bug: logged with its traceback, answered as a 500 that
-    names only its type (never its message, which may hold a secret or a query).
+    names only its type (never its message, which may hold a secret or a query) and a request id
+    that finds the traceback in the log (also sent as ``X-Request-Id``).
     """
     status = status_of(exc)
     if status == 500 and not isinstance(exc, ModelFailed):
-        log.error("unexpected error on %s", where or "a request", exc_info=exc)
-        return error(500, f"internal error ({type(exc).__name__}); see the server log", v2=v2)
+        request_id = secrets.token_hex(8)
+        log.error("unexpected error on %s (request id %s)", where or "a request", request_id, exc_info=exc)
+        return error(500, f"internal error ({type(exc).__name__}); see the server log for request id {request_id}",
+                     v2=v2, headers={"X-Request-Id": request_id})
     headers: dict[str, str] | None = getattr(exc, "headers", None)
     if isinstance(exc, Unavailable):
         log.warning("registry database unavailable on %s: %s", where or "a request", exc.cause)
