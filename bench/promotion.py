@@ -7,7 +7,7 @@ For each key count N, with a bench-owned Redis (pinned to core 1; this process o
 
 (a) modelreg's promotion, measured for real: N prediction keys of the live namespace are written
     with the real key functions (``keys.prediction_key_prefix`` / ``keys.key_in`` over
-    ``codec.input_digest`` of distinct inputs), ~100-byte values, TTL as the cache sets it
+    ``keys.input_digest`` of distinct inputs), ~100-byte values, TTL as the cache sets it
     (``SET ... EX default_cache_ttl_seconds``). Then, ``--reps`` times: the real
     ``RegistryService.promote`` (one SQL transaction: alias moves, generation +1, history row) on
     a SQLite file (and PostgreSQL with ``--postgres``), plus the PUBLISH of the change event that
@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import BenchRedis  # noqa: E402
 
-from modelreg.serving.codec import input_digest  # noqa: E402
+from modelreg.serving.keys import input_digest  # noqa: E402
 from modelreg.serving.keys import Namespace, events_channel, key_in, model_scan_pattern, prediction_key_prefix  # noqa: E402
 from modelreg.api.settings import Settings  # noqa: E402
 from modelreg.registry import LocalArtifactStore, RegistryService  # noqa: E402

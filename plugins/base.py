@@ -6,7 +6,7 @@ group ``modelreg.runtimes``; the entry point names a class that is built with no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -45,6 +45,27 @@ class TensorSpec:
         if self.dtype not in DTYPES:
             raise ValueError(f"tensor {self.name!r}: unknown dtype {self.dtype!r}; use one of {sorted(DTYPES)}")
 
+    @property
+    def dynamic_batch(self) -> bool:
+        """True when the first axis is dynamic: requests along it can be stacked into one batch."""
+        return len(self.shape) > 0 and self.shape[0] is None
+
+    def fits(self, shape: Sequence[int]) -> bool:
+        """Whether a tensor of ``shape`` is one this spec takes: same rank, every fixed axis equal."""
+        return len(shape) == len(self.shape) and all(
+            d is None or d == n for d, n in zip(self.shape, shape, strict=True))
+
+    def compatible(self, other: TensorSpec) -> bool:
+        """Whether some tensor fits both specs: same rank, fixed axes equal where both are fixed."""
+        return len(other.shape) == len(self.shape) and all(
+            a is None or b is None or a == b for a, b in zip(self.shape, other.shape, strict=True))
+
+    def describe_shape(self, dynamic: str = "?", batch: str | None = None) -> str:
+        """The shape for messages, ``[?, 4]``; ``batch`` (if given) names a dynamic first axis."""
+        dims = [(batch or dynamic) if d is None and i == 0 else dynamic if d is None else str(d)
+                for i, d in enumerate(self.shape)]
+        return f"[{', '.join(dims)}]"
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
@@ -65,7 +86,7 @@ class Signature:
     def batched(self) -> bool:
         """True when every input and output has a dynamic first (batch) axis."""
         specs = self.inputs + self.outputs
-        return bool(specs) and all(len(s.shape) > 0 and s.shape[0] is None for s in specs)
+        return bool(specs) and all(s.dynamic_batch for s in specs)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -90,11 +111,9 @@ class Signature:
                     array = array.astype(target, casting="unsafe" if spec.dtype == "str" else "same_kind")
                 except TypeError as exc:
                     raise PluginError(f"input {spec.name!r} is {array.dtype}; the model takes {spec.dtype}") from exc
-            if array.ndim != len(spec.shape) or any(
-                want is not None and got != want for got, want in zip(array.shape, spec.shape)
-            ):
-                shape = ", ".join("?" if d is None else str(d) for d in spec.shape)
-                raise PluginError(f"input {spec.name!r} has shape {list(array.shape)}; the model takes [{shape}]")
+            if not spec.fits(array.shape):
+                raise PluginError(f"input {spec.name!r} has shape {list(array.shape)}; "
+                                  f"the model takes {spec.describe_shape()}")
             arrays[spec.name] = array
         return arrays
 

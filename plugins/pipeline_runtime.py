@@ -12,20 +12,18 @@ Each stage names a model and, optionally, an alias (default ``production``) or a
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from modelreg.names import ALIAS_MAX, MODEL_NAME_MAX, is_alias, is_model_name
 from modelreg.plugins.base import LoadOptions, PluginError, Signature, StageRef
 
 FORMAT = "pipeline"
 MAX_STAGES = 16
 MAX_BYTES = 64 * 1024  # a list of names: anything bigger is not a pipeline
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_ALIAS = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _STAGE_KEYS = frozenset({"model", "alias", "version"})
 _EXAMPLE = '{"stages": [{"model": "embedder"}, {"model": "classifier", "alias": "production"}]}'
 
@@ -45,7 +43,8 @@ class PipelineRuntime:
         if options.format not in self.formats:
             raise PluginError(f"the pipeline runtime loads {FORMAT} documents, not {options.format!r}")
         if artifact.stat().st_size > MAX_BYTES:
-            raise PluginError(f"a pipeline document is at most {MAX_BYTES} bytes; this one is {artifact.stat().st_size}")
+            raise PluginError(f"a pipeline document is at most {MAX_BYTES} bytes; "
+                              f"this one is {artifact.stat().st_size}")
         try:
             document = json.loads(artifact.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -87,12 +86,14 @@ def _stage(index: int, item: Any) -> StageRef:
         raise PluginError(f'{where} must be an object with "model" and optionally "alias" or "version", '
                           f"not {json.dumps(item)[:80]}")
     model, alias, version = item["model"], item.get("alias"), item.get("version")
-    if not isinstance(model, str) or not _NAME.fullmatch(model):
-        raise PluginError(f"{where}: model {model!r} is not a model name (1-128 letters, digits, '-', '_', '.')")
+    if not is_model_name(model):
+        raise PluginError(f"{where}: model {model!r} is not a model name "
+                          f"(1-{MODEL_NAME_MAX} letters, digits, '-', '_', '.')")
     if alias is not None and version is not None:
         raise PluginError(f'{where} ({model}): give "alias" or "version", not both')
-    if alias is not None and (not isinstance(alias, str) or not _ALIAS.fullmatch(alias)):
-        raise PluginError(f"{where} ({model}): alias {alias!r} is not an alias name (1-64 letters, digits, '-', '_', '.')")
+    if alias is not None and not is_alias(alias):
+        raise PluginError(f"{where} ({model}): alias {alias!r} is not an alias name "
+                          f"(1-{ALIAS_MAX} letters, digits, '-', '_', '.')")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
         raise PluginError(f"{where} ({model}): version must be a positive integer, not {version!r}")
     return StageRef(model=model, alias=alias, version=version)

@@ -1,13 +1,11 @@
-"""JSON payloads to numpy arrays and back, and the canonical digest of a model's inputs.
+"""JSON payloads to numpy arrays and back: the /predict decoder and the one response envelope.
 
-The digest is taken over the decoded tensors (name, dtype, shape, bytes), never over the JSON
-text, so every spelling of the same tensors (whitespace, key order, ``1`` or ``1.0`` for a float
-input) shares one cache key.
+Every check against the signature happens here and fails with ``InvalidInput`` saying what was
+expected; the cache keys of the decoded arrays are ``keys.input_digest``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +13,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelreg.serving.errors import InvalidInput
 from modelreg.plugins.base import Signature, TensorSpec
+from modelreg.serving.errors import InvalidInput
 
-# Bumped whenever the digest's byte layout changes, so old and new keys never collide.
-_DIGEST_VERSION = b"modelreg-inputs-v1"
 _TEXT = "str"
 
 
@@ -31,14 +27,9 @@ class DecodedInputs:
     named: bool
 
 
-def _shape_text(spec: TensorSpec) -> str:
-    dims = ["batch" if d is None and i == 0 else "*" if d is None else str(d) for i, d in enumerate(spec.shape)]
-    return f"[{', '.join(dims)}]"
-
-
 def _expected(spec: TensorSpec) -> str:
     kind = "text" if spec.dtype == _TEXT else spec.dtype
-    return f"input {spec.name!r}: expected {kind} with shape {_shape_text(spec)}"
+    return f"input {spec.name!r}: expected {kind} with shape {spec.describe_shape('*', batch='batch')}"
 
 
 def _body_shape(signature: Signature) -> str:
@@ -93,8 +84,7 @@ def _to_numeric(spec: TensorSpec, value: Any) -> np.ndarray:
 
 
 def _check_shape(spec: TensorSpec, array: np.ndarray) -> None:
-    fits = array.ndim == len(spec.shape) and all(d is None or d == n for d, n in zip(spec.shape, array.shape))
-    if not fits:
+    if not spec.fits(array.shape):
         raise InvalidInput(f"{_expected(spec)}, got shape [{', '.join(str(n) for n in array.shape)}]")
 
 
@@ -174,7 +164,8 @@ def decode_json_inputs(body: bytes, signature: Signature) -> DecodedInputs:
     named = isinstance(raw, dict)
     if not named:
         if len(specs) > 1:
-            raise InvalidInput(f"this model takes {len(specs)} inputs ({', '.join(map(repr, specs))}); send {expected_body}")
+            raise InvalidInput(f"this model takes {len(specs)} inputs ({', '.join(map(repr, specs))}); "
+                               f"send {expected_body}")
         raw = {signature.inputs[0].name: raw}
     missing = [n for n in specs if n not in raw]
     unknown = [n for n in raw if n not in specs]
@@ -198,44 +189,6 @@ def _check_batch(signature: Signature, arrays: Mapping[str, np.ndarray]) -> None
         raise InvalidInput(f"inputs must share their first (batch) dimension, got {listed}")
 
 
-def _update_u64(h: Any, n: int) -> None:
-    h.update(n.to_bytes(8, "little"))
-
-
-def _update_bytes(h: Any, data: bytes) -> None:
-    _update_u64(h, len(data))
-    h.update(data)
-
-
-def input_digest(arrays: Mapping[str, np.ndarray], *, response_format: str = "") -> str:
-    """Hex blake2b-128 of the inputs: sorted names, dtype, shape and C-order bytes of each.
-
-    ``response_format`` names the encoding of the bytes cached under this digest (say "json",
-    "json-named", "v2"): the same tensors answered in two shapes must not share a key.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    h.update(_DIGEST_VERSION)
-    _update_bytes(h, response_format.encode("utf-8"))
-    _update_u64(h, len(arrays))
-    for name in sorted(arrays):
-        array = np.asarray(arrays[name])
-        _update_bytes(h, name.encode("utf-8"))
-        text = array.dtype.kind in "OU"
-        _update_bytes(h, b"text" if text else array.dtype.str.encode("ascii"))
-        _update_u64(h, array.ndim)
-        for n in array.shape:
-            _update_u64(h, n)
-        if text:
-            for item in array.flat:
-                if not isinstance(item, str):
-                    raise TypeError(f"input {name!r}: text arrays may hold only str, found {type(item).__name__}")
-                _update_bytes(h, item.encode("utf-8"))
-        else:
-            # A flat uint8 view: no copy for contiguous arrays, and any dtype (0-d too) becomes bytes.
-            h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
-    return h.hexdigest()
-
-
 def json_default(obj: Any) -> Any:
     # orjson hands over what it cannot serialize natively: text/object and non-contiguous
     # arrays, 0-d arrays, numpy scalars of unsupported types.
@@ -246,18 +199,22 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
 
 
+def envelope(model: str, version: int, outputs: Any, stages: list[dict[str, Any]] | None = None) -> bytes:
+    """The one /predict response body: ``{"model", "version", "outputs"}`` (and a pipeline's ``stages``).
+
+    ``unnamed_view`` slices bodies of exactly this layout, so the key order is part of the format.
+    """
+    body: dict[str, Any] = {"model": model, "version": version, "outputs": outputs}
+    if stages is not None:
+        body["stages"] = stages
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY, default=json_default)
+
+
 def encode_prediction(model: str, version: int, outputs: Mapping[str, np.ndarray], named: bool) -> bytes:
-    """The response body: ``{"model", "version", "outputs"}``; outputs a dict when named or several."""
-    body: Any
+    """The response body; outputs a dict when named or several, the one output's array otherwise."""
     if named or len(outputs) != 1:
-        body = dict(outputs)
-    else:
-        body = next(iter(outputs.values()))
-    return orjson.dumps(
-        {"model": model, "version": version, "outputs": body},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-        default=json_default,
-    )
+        return envelope(model, version, dict(outputs))
+    return envelope(model, version, next(iter(outputs.values())))
 
 
 def encode_canonical(model: str, version: int, outputs: Mapping[str, np.ndarray]) -> bytes:
@@ -275,7 +232,7 @@ def unnamed_view(canonical: bytes, model: str, version: int, output: str) -> byt
     None when ``canonical`` is not laid out as ``encode_canonical`` writes it for this model,
     version and output (then the caller re-encodes).
     """
-    head = b'{"model":' + orjson.dumps(model) + b',"version":' + str(version).encode() + b',"outputs":'
+    head = envelope(model, version, None)[:-len(b"null}")]  # the envelope up to its outputs: b'{...,"outputs":'
     opening = b"{" + orjson.dumps(output) + b":"
     if not (canonical.startswith(head) and canonical.startswith(opening, len(head)) and canonical.endswith(b"}}")):
         return None
@@ -294,3 +251,26 @@ def decode_canonical(canonical: bytes, signature: Signature) -> dict[str, np.nda
         else:
             arrays[name] = np.asarray(value, dtype=object if dtype == "str" else np.dtype(dtype))
     return arrays
+
+
+def plugin_decode(model: object, name: str, body: bytes) -> dict[str, np.ndarray]:
+    """Inputs of a model that decodes its own payload (``decode(inputs)``, text say); InvalidInput if it refuses."""
+    inputs = json_inputs(body)
+    try:
+        arrays = model.decode(inputs)  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{name}: {exc}") from exc
+    return dict(arrays)
+
+
+def plugin_encode(model: object, name: str, version: int, outputs: Mapping[str, np.ndarray]) -> bytes:
+    """The answer of a model with its own payload codec: its ``encode(outputs)``, else the unnamed body."""
+    encode = getattr(model, "encode", None)
+    if encode is None:
+        return encode_prediction(name, version, outputs, named=False)
+    return envelope(name, version, encode(outputs))
+
+
+def has_payload_codec(model: object) -> bool:
+    """Whether the model decodes its own payload (see ``plugins.base``: ``decode``/``encode``)."""
+    return getattr(model, "decode", None) is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ServingError(Exception):
-    """Base of every error raised by ``api.serving``."""
+    """Base of every error raised by ``modelreg.serving``."""
 
 
 class InvalidInput(ServingError):

@@ -8,8 +8,12 @@ The key carries the generation (bumped by promotion, rollback and purge in SQL) 
 version that computed the value, so invalidation is a new key, never a SCAN/DEL. A pipeline's
 keys carry, in place of its artifact's digest, one over its artifact and every stage's live
 namespace (``pipeline_digest``): a stage's promotion moves the pipeline's answers to new keys too. Model names
-are ``[A-Za-z0-9._-]{1,128}``, so ``:`` never occurs inside one; keys are parsed from the right
+follow ``modelreg.names.MODEL_NAME``, so ``:`` never occurs inside one; keys are parsed from the right
 so a prefix may itself contain ``:``.
+
+The input digest is taken over the decoded tensors (name, dtype, shape, bytes), never over the JSON
+text, so every spelling of the same tensors (whitespace, key order, ``1`` or ``1.0`` for a float
+input) shares one cache key. The format tag mixed into it says what the bytes cached under it are.
 """
 
 from __future__ import annotations
@@ -17,9 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+import numpy as np
+import orjson
+
+from modelreg.names import MODEL_NAME, MODEL_NAME_MAX
+
+# Format tags mixed into the input digest: what the bytes cached under it are. A plugin's own
+# payload codec caches its own rendered body, which no other route can read, and a pipeline's V2
+# answer is its last stage's arrays: neither may share keys with the canonical entries.
+CANONICAL = ""
+PLUGIN_BODY = "plugin-body"
+PIPELINE_ARRAYS = "pipeline-arrays"
+
+# Bumped whenever a digest's byte layout changes, so old and new keys never collide.
+_DIGEST_VERSION = b"modelreg-inputs-v1"
+_REQUEST_DIGEST = b"modelreg-pipeline-request-v1"
+_NAME_RULE = f"1-{MODEL_NAME_MAX} of letters, digits, '.', '_', '-'"
 _SHA_PREFIX_LEN = 12
 _HEX = re.compile(r"[0-9a-f]+")
 _GENERATION = re.compile(r"g([0-9]+)")
@@ -43,7 +64,7 @@ class Namespace:
         if not self.prefix or any(c.isspace() for c in self.prefix):
             raise ValueError(f"cache prefix {self.prefix!r} must be non-empty and contain no whitespace")
         if not MODEL_NAME.fullmatch(self.model):
-            raise ValueError(f"model name {self.model!r} must be 1-128 of letters, digits, '.', '_', '-'")
+            raise ValueError(f"model name {self.model!r} must be {_NAME_RULE}")
         if self.generation < 0 or self.version < 0:
             raise ValueError(f"generation and version must be >= 0, got {self.generation} and {self.version}")
         sha = self.artifact_sha256.lower()
@@ -79,13 +100,62 @@ def key_in(key_prefix: str, input_digest: str) -> str:
     return key_prefix + input_digest
 
 
-def body_key(key_prefix: str, route: str, body_digest: str) -> str:
-    """First-level only (never written to Redis): the answer to these exact request bytes.
+def exact_body_key(key_prefix: str, body: bytes) -> str:
+    """First-level only (never written to Redis): the /predict answer to these exact request bytes.
 
-    Identical bytes are identical inputs, so a repeat skips parsing; ``route`` keeps response
-    encodings apart. The ``b-`` mark keeps it apart from canonical digests (hex only).
+    Identical bytes are identical inputs, so a repeat skips parsing, tensor digests and Redis. The
+    ``b-json-`` mark keeps it apart from the input digests (hex only) and says the encoding.
     """
-    return f"{key_prefix}b-{route}-{body_digest}"
+    return f"{key_prefix}b-json-{hashlib.blake2b(body, digest_size=16).hexdigest()}"
+
+
+def _update_u64(h: Any, n: int) -> None:
+    h.update(n.to_bytes(8, "little"))
+
+
+def _update_bytes(h: Any, data: bytes) -> None:
+    _update_u64(h, len(data))
+    h.update(data)
+
+
+def input_digest(arrays: Mapping[str, np.ndarray], *, response_format: str = CANONICAL) -> str:
+    """Hex blake2b-128 of the inputs: sorted names, dtype, shape and C-order bytes of each.
+
+    ``response_format`` names the encoding of the bytes cached under this digest (one of the tags
+    above): the same tensors answered in two shapes must not share a key.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(_DIGEST_VERSION)
+    _update_bytes(h, response_format.encode("utf-8"))
+    _update_u64(h, len(arrays))
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        _update_bytes(h, name.encode("utf-8"))
+        text = array.dtype.kind in "OU"
+        _update_bytes(h, b"text" if text else array.dtype.str.encode("ascii"))
+        _update_u64(h, array.ndim)
+        for n in array.shape:
+            _update_u64(h, n)
+        if text:
+            for item in array.flat:
+                if not isinstance(item, str):
+                    raise TypeError(f"input {name!r}: text arrays may hold only str, found {type(item).__name__}")
+                _update_bytes(h, item.encode("utf-8"))
+        else:
+            # A flat uint8 view: no copy for contiguous arrays, and any dtype (0-d too) becomes bytes.
+            h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def request_digest(inputs: Any) -> str:
+    """Digest of a pipeline request's parsed ``inputs`` as canonical JSON (sorted keys, no whitespace).
+
+    The pipeline's first stage decodes the payload its own way (text, tensors), so the pipeline
+    keys its answers on the JSON itself; spellings that differ in number format (``1`` / ``1.0``)
+    miss here but still hit the first stage's cache, which digests decoded tensors.
+    """
+    canonical = orjson.dumps(inputs, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(_REQUEST_DIGEST + canonical, digest_size=16).hexdigest()
 
 
 def _glob_escape(text: str) -> str:
@@ -95,7 +165,7 @@ def _glob_escape(text: str) -> str:
 def model_scan_pattern(prefix: str, model: str) -> str:
     """SCAN MATCH pattern for every prediction of one model, all generations and versions."""
     if not MODEL_NAME.fullmatch(model):
-        raise ValueError(f"model name {model!r} must be 1-128 of letters, digits, '.', '_', '-'")
+        raise ValueError(f"model name {model!r} must be {_NAME_RULE}")
     return f"{_glob_escape(prefix)}:{_PREDICTION}:{_glob_escape(model)}:*"
 
 

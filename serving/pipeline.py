@@ -1,30 +1,33 @@
-"""The parts of running a pipeline that need no engine: resolving its stages, chaining answers, errors.
+"""Pipelines: resolving their stages, running each through the engine, chaining answers, errors.
 
-``Serving`` runs each stage through its normal path (so every stage caches in its own namespace
-and batches with its other callers); this module decides which versions that is (a ``Plan``,
-whose ``ident`` names every stage's live namespace and so keys the pipeline's own answers), how
-one stage's answer becomes the next one's request, and what a client is told when a stage fails.
+``PipelineRunner`` runs each stage through the engine's normal path (so every stage caches in its
+own namespace and batches with its other callers) and caches the pipeline's own answer under keys
+naming every stage's version; a ``Plan`` decides which versions those are (its ``ident`` names
+every stage's live namespace), and ``stage_error`` what a client is told when a stage fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from modelreg.serving.codec import json_inputs
-from modelreg.serving.errors import InvalidInput, ModelTimedOut, Overloaded, PipelineFailed, ServingError
-from modelreg.serving.manager import ModelManager, Servable
 from modelreg.plugins.base import PluginError, Signature, StageRef, stages_of
 from modelreg.registry import RegistryError
+from modelreg.serving.calls import CacheControl, Inference, Prediction
+from modelreg.serving.codec import envelope, json_inputs
+from modelreg.serving.errors import InvalidInput, ModelTimedOut, Overloaded, PipelineFailed, ServingError
+from modelreg.serving.keys import PIPELINE_ARRAYS, exact_body_key, input_digest, key_in, request_digest
+from modelreg.serving.manager import ModelManager, Servable
+
+if TYPE_CHECKING:  # the engine builds the runner; the runner only calls back into it
+    from modelreg.serving.engine import Serving
 
 MAX_DEPTH = 8  # pipelines of pipelines: deeper than this is a mistake, not a design
-_REQUEST_DIGEST = b"modelreg-pipeline-request-v1"
 
 # A stage's servable when it can be had: None means "not loaded here yet" (the non-blocking
 # resolver); the blocking one loads it or raises.
@@ -59,7 +62,8 @@ def make_plan(servable: Servable, resolve: Resolve, chain: tuple[str, ...] = ())
         try:
             stage = resolve(ref)
         except (RegistryError, PluginError) as exc:
-            raise PipelineFailed(f"pipeline {servable.name!r} cannot run: stage {index} ({ref.describe()}): {exc}") from exc
+            raise PipelineFailed(f"pipeline {servable.name!r} cannot run: "
+                                 f"stage {index} ({ref.describe()}): {exc}") from exc
         if stage is None:
             return None
         if stages_of(stage.model) is None:
@@ -90,17 +94,6 @@ async def resolve_plan(manager: ModelManager, servable: Servable, chain: tuple[s
     return plan
 
 
-def request_digest(body: bytes) -> str:
-    """Digest of the request's ``inputs`` as canonical JSON (sorted keys, no whitespace).
-
-    The pipeline's first stage decodes the payload its own way (text, tensors), so the pipeline
-    keys its answers on the JSON itself; spellings that differ in number format (``1`` / ``1.0``)
-    miss here but still hit the first stage's cache, which digests decoded tensors.
-    """
-    canonical = orjson.dumps(json_inputs(body), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(_REQUEST_DIGEST + canonical, digest_size=16).hexdigest()
-
-
 def stage_outputs(answer: bytes) -> Any:
     """The ``outputs`` of a stage's /predict answer (a nested list, or a dict of them by name)."""
     return orjson.loads(answer)["outputs"]
@@ -109,12 +102,6 @@ def stage_outputs(answer: bytes) -> Any:
 def next_request(outputs: Any) -> bytes:
     """The next stage's request: the previous stage's outputs as its inputs."""
     return orjson.dumps({"inputs": outputs})
-
-
-def pipeline_answer(servable: Servable, outputs: Any, answered: list[dict[str, Any]]) -> bytes:
-    """The pipeline's /predict answer: the last stage's outputs, and which version ran each stage."""
-    return orjson.dumps({"model": servable.name, "version": servable.version, "outputs": outputs,
-                         "stages": answered})
 
 
 def feed(outputs: Mapping[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
@@ -134,3 +121,59 @@ def stage_error(pipeline: str, index: int, stage: Servable, exc: Exception) -> E
     if isinstance(exc, InvalidInput):
         return PipelineFailed(f"{where} cannot take the answer of stage {index - 1}: {exc}")
     return PipelineFailed(f"{where}: {exc}")
+
+
+class PipelineRunner:
+    """Runs a pipeline's stages one after the other through the engine, and caches its own answer."""
+
+    def __init__(self, engine: Serving) -> None:
+        self._engine = engine
+
+    async def predict(self, servable: Servable, body: bytes, control: CacheControl,
+                      chain: tuple[str, ...]) -> Prediction:
+        """The /predict answer: each stage's, fed on; the last one's outputs and every stage's version."""
+        engine = self._engine
+        plan = await resolve_plan(engine.manager, servable, chain)
+        key_prefix = engine.pipeline_key_prefix(servable, plan)
+        exact = exact_body_key(key_prefix, body)
+        repeated = engine.repeat(servable, exact, control)
+        if repeated is not None:
+            return Prediction(body=repeated, version=servable.version, cache_status="hit")
+        key = key_in(key_prefix, request_digest(json_inputs(body)))
+        inner = (*chain, servable.name)
+
+        async def render() -> bytes:
+            # Each stage runs the version the plan (and so the key) names, never a newer one.
+            request, outputs = body, None
+            answered: list[dict[str, Any]] = []
+            for index, stage in enumerate(plan.stages, 1):
+                if index > 1:
+                    request = next_request(outputs)
+                try:
+                    answer = await engine.predict_on(stage, request, control, inner)
+                except STAGE_ERRORS as exc:
+                    raise stage_error(servable.name, index, stage, exc) from exc
+                outputs = stage_outputs(answer.body)
+                answered.append({"model": stage.name, "version": answer.version})
+            return envelope(servable.name, servable.version, outputs, stages=answered)
+
+        return await engine.answer(servable, key, exact, render, control)
+
+    async def infer(self, servable: Servable, arrays: Mapping[str, np.ndarray], control: CacheControl,
+                    chain: tuple[str, ...]) -> Inference:
+        """The V2 form of ``predict``: named arrays from stage to stage."""
+        engine = self._engine
+        plan = await resolve_plan(engine.manager, servable, chain)
+        key = key_in(engine.pipeline_key_prefix(servable, plan), input_digest(arrays, response_format=PIPELINE_ARRAYS))
+        inner = (*chain, servable.name)
+
+        async def run() -> Mapping[str, np.ndarray]:
+            current: Mapping[str, np.ndarray] = arrays
+            for index, stage in enumerate(plan.stages, 1):
+                try:
+                    current = (await engine.infer_on(stage, feed(current, stage.signature), control, inner)).outputs
+                except STAGE_ERRORS as exc:
+                    raise stage_error(servable.name, index, stage, exc) from exc
+            return current
+
+        return await engine.inference(servable, key, run, control)

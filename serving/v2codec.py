@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelreg.plugins.base import Signature, TensorSpec
 from modelreg.serving.codec import cast_numbers, json_default
 from modelreg.serving.errors import InvalidInput, ServingError
-from modelreg.plugins.base import Signature, TensorSpec
 
 # V2 datatype <-> our signature dtype; BYTES carries text ("str": object arrays of Python str).
 DATATYPES: dict[str, str] = {
@@ -65,8 +65,7 @@ class V2Request:
 
 
 def _expected(spec: TensorSpec) -> str:
-    shape = ", ".join("-1" if d is None else str(d) for d in spec.shape)
-    return f"input {spec.name!r}: expected {TO_DATATYPE[spec.dtype]} with shape [{shape}]"
+    return f"input {spec.name!r}: expected {TO_DATATYPE[spec.dtype]} with shape {spec.describe_shape('-1')}"
 
 
 def _int(value: Any) -> bool:
@@ -179,8 +178,7 @@ def decode_request(request: V2Request, signature: Signature) -> dict[str, np.nda
 def _check(spec: TensorSpec, tensor: V2Input) -> None:
     if tensor.datatype != TO_DATATYPE[spec.dtype]:
         raise V2BadRequest(f"{_expected(spec)}, got datatype {tensor.datatype}")
-    fits = len(tensor.shape) == len(spec.shape) and all(d is None or d == n for d, n in zip(spec.shape, tensor.shape))
-    if not fits:
+    if not spec.fits(tensor.shape):
         raise V2BadRequest(f"{_expected(spec)}, got shape {list(tensor.shape)}")
 
 
@@ -201,7 +199,8 @@ def _from_binary(spec: TensorSpec, raw: memoryview, count: int) -> np.ndarray:
         raise V2BadRequest(f"{_expected(spec)}: binary_data_size is {len(raw)} bytes, expected "
                            f"{count * dtype.itemsize} ({count} elements of {dtype.itemsize} bytes)")
     if spec.dtype == "bool":  # any non-zero byte is true; numpy would keep the byte as it is
-        return np.frombuffer(raw, dtype=np.uint8) != 0
+        flags: np.ndarray = np.frombuffer(raw, dtype=np.uint8) != 0
+        return flags
     # A copy: frombuffer's view is read-only and may be unaligned inside the body.
     return np.frombuffer(raw, dtype=dtype).astype(spec.dtype)
 
@@ -306,7 +305,8 @@ def encode_response(request: V2Request, model: str, version: int,
 
 def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     """``{"name", "datatype", "shape"}`` with -1 for a dynamic axis."""
-    return {"name": spec.name, "datatype": TO_DATATYPE[spec.dtype], "shape": [-1 if d is None else d for d in spec.shape]}
+    return {"name": spec.name, "datatype": TO_DATATYPE[spec.dtype],
+            "shape": [-1 if d is None else d for d in spec.shape]}
 
 
 def model_metadata(name: str, versions: list[int], platform: str, signature: Signature) -> dict[str, Any]:

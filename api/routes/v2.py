@@ -1,7 +1,8 @@
 """Open Inference Protocol (KServe V2) REST routes: Triton and KServe clients work unchanged.
 
-Thin: parse with ``api.serving.v2codec``, run through the same ``Serving`` engine (cache, coalescing,
-batching) as ``/models/{name}/predict``, answer. Errors are domain errors; api/errors.py renders them
+Thin: parse with ``serving.v2codec``, run through the same ``Serving`` engine (cache, coalescing,
+batching) as ``/models/{name}/predict``, answer. Metadata and readiness are the engine's; these
+routes only put them in the protocol's JSON. Errors are domain errors; api/errors.py renders them
 as ``{"error": ...}`` under /v2.
 """
 
@@ -14,12 +15,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from modelreg.api.deps import require_predict
-from modelreg.serving import CacheControl
-from modelreg.serving import v2codec
-from modelreg.serving.v2codec import V2BadRequest
 from modelreg.api.services import Services
-from modelreg.plugins.base import Signature
-from modelreg.registry import Conflict, ModelRecord, NotFound, VersionRecord
+from modelreg.serving import CacheControl, Serving, v2codec
+from modelreg.serving.v2codec import V2BadRequest
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
@@ -46,6 +44,10 @@ INFER_DOC: dict[str, Any] = {
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def _serving(request: Request) -> Serving:
+    return _services(request).serving
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -75,20 +77,6 @@ def _version(text: str) -> int:
     return int(text)
 
 
-def _lookup(services: Services, name: str, version: int | None) -> tuple[ModelRecord, list[VersionRecord], VersionRecord]:
-    """The model, its versions, and the asked-for (else production) version: one blocking registry read."""
-    model = services.registry.get_model(name)
-    versions = services.registry.list_versions(name)
-    number = version if version is not None else model.production
-    if number is None:
-        raise Conflict(f"model {name!r} has no production version yet; ask for one by number "
-                       f"(/v2/models/{name}/versions/<n>) or promote one with POST /admin/models/{name}/promote")
-    for record in versions:
-        if record.version == number:
-            return model, versions, record
-    raise NotFound("version", name, number)
-
-
 # server ------------------------------------------------------------------------------------
 
 @router.get("")
@@ -104,22 +92,18 @@ async def live() -> dict[str, bool]:
 
 
 @router.get("/health/ready")
-async def ready() -> dict[str, bool]:
+async def ready(request: Request) -> Response:
     """200 once started: loaded models serve even while the registry database is down (see /readyz)."""
-    return {"ready": True}
+    is_ready = _serving(request).server_ready()
+    return Response(b'{"ready":true}' if is_ready else b'{"ready":false}', status_code=200 if is_ready else 503,
+                    media_type="application/json")
 
 
 # models ------------------------------------------------------------------------------------
 
 async def _metadata(request: Request, name: str, version: int | None) -> dict[str, Any]:
-    services = _services(request)
-    model, versions, record = await run_in_threadpool(_lookup, services, name, version)
-    if record.signature:
-        signature = Signature.from_dict(record.signature)
-    else:  # nothing stored at upload: the loaded model knows its own
-        signature = (await services.serving.resolve(name, record.version)).signature
-    ready = [v.version for v in versions if v.status == "ready"]
-    return v2codec.model_metadata(name, ready, model.runtime, signature)
+    found = await _serving(request).model_metadata(name, version)
+    return v2codec.model_metadata(name, list(found.ready_versions), found.platform, found.signature)
 
 
 @router.get("/models/{name}")
@@ -135,14 +119,9 @@ async def version_metadata(name: str, version: str, request: Request) -> dict[st
 
 
 async def _ready(request: Request, name: str, version: int | None) -> dict[str, Any]:
-    services = _services(request)
-    if services.manager.resolve_loaded(name, version) is None:  # not loaded here: can it be?
-        model, _, record = await run_in_threadpool(_lookup, services, name, version)
-        if record.status != "ready":
-            raise V2BadRequest(f"version {record.version} of {name!r} failed validation and cannot serve: "
-                               f"{record.error}")
-        if model.runtime not in services.plugins:
-            raise V2BadRequest(f"runtime {model.runtime!r} of {name!r} is not available on this server")
+    readiness = await _serving(request).ready(name, version)
+    if not readiness.ready:
+        raise V2BadRequest(readiness.reason or f"{name!r} cannot serve here")
     return {"name": name, "ready": True}
 
 
@@ -168,10 +147,10 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
     parsed = v2codec.parse_request(body, request.headers.get(HEADER_LENGTH))
     servable = await services.serving.resolve(name, version)
     arrays = v2codec.decode_request(parsed, servable.signature)
-    # Pin the version resolved above: the inputs were checked against its signature, and a promotion
-    # landing in between must not run them on another one.
-    inference = await services.serving.infer(name, arrays, version=servable.version,
-                                             control=CacheControl.parse(request.headers.get("cache-control")))
+    # Run on the version resolved above: the inputs were checked against its signature, and a
+    # promotion landing in between must not run them on another one.
+    inference = await services.serving.infer_on(servable, arrays,
+                                                CacheControl.parse(request.headers.get("cache-control")))
     content, header_length = v2codec.encode_response(parsed, name, inference.version, inference.outputs)
     headers = {"X-Model-Version": str(inference.version), "X-Cache": inference.cache_status}
     if header_length is None:

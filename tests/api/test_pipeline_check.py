@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelreg.api.pipeline_check import feed_problems
 from modelreg.plugins.base import Signature, TensorSpec
+from modelreg.serving.validation import feed_problems
 
 
 def sig(inputs: list[tuple[str, str, tuple[int | None, ...]]],

@@ -6,9 +6,10 @@ import numpy as np
 import orjson
 import pytest
 
-from modelreg.serving.codec import decode_json_inputs, encode_prediction, input_digest
-from modelreg.serving.errors import InvalidInput, ServingError
 from modelreg.plugins.base import Signature, TensorSpec
+from modelreg.serving.codec import decode_json_inputs, encode_prediction
+from modelreg.serving.errors import InvalidInput, ServingError
+from modelreg.serving.keys import input_digest
 
 ONE = Signature(inputs=(TensorSpec("x", "float32", (None, 4)),), outputs=(TensorSpec("y", "float32", (None,)),))
 TWO = Signature(

@@ -46,11 +46,12 @@ def executions() -> modelreg_echo.Stats:
 @asynccontextmanager
 async def replica(registry: RegistryService, redis_url: str, key_prefix: str) -> AsyncIterator[Serving]:
     """One replica's engine: its own manager, cache client and inference threads; shared Redis."""
-    manager = ModelManager(registry, PluginSet.discover({"echo"}), default_device="cpu")
+    plugins = PluginSet.discover({"echo"})
+    manager = ModelManager(registry, plugins, default_device="cpu")
     await asyncio.to_thread(manager.refresh)
     redis = make_redis(redis_url)
     serving = Serving(manager, PredictionCache(redis, breaker=CircuitBreaker(), first_level=None),
-                      prefix=key_prefix, default_ttl_seconds=60)
+                      registry=registry, plugins=plugins, prefix=key_prefix, default_ttl_seconds=60)
     try:
         yield serving
     finally:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+import numpy as np
 import pytest
 
 from modelreg.serving.keys import (
+    CANONICAL,
+    PIPELINE_ARRAYS,
+    PLUGIN_BODY,
     Namespace,
     all_predictions_pattern,
     events_channel,
+    exact_body_key,
+    input_digest,
+    key_in,
     lease_key,
     model_scan_pattern,
     parse_prediction_key,
     prediction_key,
+    prediction_key_prefix,
+    request_digest,
 )
 
 SHA = "0123456789abcdef" * 4
@@ -99,3 +108,22 @@ def test_namespace_refuses_bad_parts(kwargs: dict[str, object], message: str) ->
 def test_digest_with_a_colon_is_refused() -> None:
     with pytest.raises(ValueError, match="contain no ':'"):
         prediction_key(NS, "a:b")
+
+
+def test_the_exact_body_alias_names_the_bytes_and_stays_apart_from_input_digests() -> None:
+    prefix = prediction_key_prefix(NS)
+    alias = exact_body_key(prefix, b'{"inputs": [[1, 2]]}')
+    assert alias.startswith(prefix + "b-json-") and alias == exact_body_key(prefix, b'{"inputs": [[1, 2]]}')
+    assert alias != exact_body_key(prefix, b'{"inputs":[[1,2]]}')  # other bytes, other alias (same inputs)
+    assert alias != key_in(prefix, input_digest({"x": np.array([[1, 2]])}))
+
+
+def test_a_pipeline_request_digest_ignores_key_order_and_whitespace_but_not_values() -> None:
+    assert request_digest({"a": [1], "b": "t"}) == request_digest({"b": "t", "a": [1]})
+    assert request_digest([[1, 2]]) != request_digest([[2, 1]])
+
+
+def test_format_tags_keep_the_same_tensors_apart() -> None:
+    arrays = {"x": np.array([[1.0]], np.float32)}
+    digests = {input_digest(arrays, response_format=tag) for tag in (CANONICAL, PLUGIN_BODY, PIPELINE_ARRAYS)}
+    assert len(digests) == 3 and input_digest(arrays) == input_digest(arrays, response_format=CANONICAL)

@@ -13,12 +13,19 @@ import numpy as np
 import orjson
 import pytest
 
-from modelreg.serving.codec import decode_json_inputs, input_digest
-from modelreg.serving.errors import InvalidInput
-from modelreg.serving.v2codec import (
-    V2BadRequest, V2Output, V2Request, decode_request, encode_response, model_metadata, parse_request,
-)
 from modelreg.plugins.base import Signature, TensorSpec
+from modelreg.serving.codec import decode_json_inputs
+from modelreg.serving.errors import InvalidInput
+from modelreg.serving.keys import input_digest
+from modelreg.serving.v2codec import (
+    V2BadRequest,
+    V2Output,
+    V2Request,
+    decode_request,
+    encode_response,
+    model_metadata,
+    parse_request,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE = Signature(inputs=(TensorSpec("x", "float32", (None, 4)),), outputs=(TensorSpec("y", "float32", (None, 3)),))

@@ -1,0 +1,263 @@
+"""Serving: one prediction request from bytes in to bytes out: decode, key, cached, render.
+
+One input is one cache key, whichever route it came in by: the cached value is the canonical
+entry (every output by name, see codec.encode_canonical) and each route renders its own answer
+from it. A first-level alias keyed by the exact request bytes holds the rendered /predict body,
+so a repeated request is answered without parsing or rendering anything. Pipelines run in
+``pipeline.PipelineRunner``, which comes back here for each stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from modelreg.plugins.base import Signature, stages_of
+from modelreg.plugins.discovery import PluginSet
+from modelreg.registry import RegistryService
+from modelreg.serving.batching import Batcher
+from modelreg.serving.cache import CacheStatus, PredictionCache
+from modelreg.serving.calls import ANY_CACHE, CacheControl, Inference, Prediction
+from modelreg.serving.codec import (
+    decode_canonical,
+    decode_json_inputs,
+    encode_canonical,
+    encode_prediction,
+    has_payload_codec,
+    plugin_decode,
+    plugin_encode,
+    unnamed_view,
+)
+from modelreg.serving.errors import ModelTimedOut
+from modelreg.serving.keys import (
+    PLUGIN_BODY,
+    Namespace,
+    exact_body_key,
+    input_digest,
+    key_in,
+    pipeline_digest,
+    prediction_key_prefix,
+)
+from modelreg.serving.manager import ModelManager, Servable
+from modelreg.serving.metadata import Catalog, ModelMetadata, Readiness
+from modelreg.serving.pipeline import PipelineRunner, Plan
+from modelreg.serving.threads import InferenceThreads
+
+log = logging.getLogger("modelreg.serving")
+Outputs = Mapping[str, np.ndarray]
+
+
+class Serving:
+    """Resolve the version once, key the cache by it, run the model (batched) only on a miss."""
+
+    def __init__(self, manager: ModelManager, cache: PredictionCache, *, registry: RegistryService,
+                 plugins: PluginSet, prefix: str, default_ttl_seconds: int, inference_threads: int = 1,
+                 max_queue_rows: int = 4096, inference_timeout_seconds: float = 30.0,
+                 on_batch: Callable[[str, int], None] | None = None,
+                 on_inference: Callable[[str, int, float], None] | None = None) -> None:
+        self.manager = manager
+        self.cache = cache
+        self._prefix = prefix
+        self._default_ttl = default_ttl_seconds
+        self._timeout = inference_timeout_seconds
+        self._key_prefixes: dict[tuple[Any, ...], str] = {}
+        # Executions get their own few threads: a pile of concurrent misses must not starve the
+        # event loop that answers the hits.
+        self._executor = InferenceThreads(inference_threads)
+        self.batcher = Batcher(self._executor, max_queue_rows=max_queue_rows, on_batch=on_batch,
+                               on_inference=on_inference)
+        self._pipelines = PipelineRunner(self)
+        self._catalog = Catalog(registry, plugins)
+        self._closing = False
+
+    async def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> Servable:
+        """The version a request names, loading it first (in a thread) when it is not loaded here."""
+        found = self.manager.resolve_loaded(name, version, alias)
+        if found is None:  # a load (or a registry read) is blocking work: keep it off the event loop
+            found = await asyncio.to_thread(self.manager.resolve, name, version, alias)
+        return found
+
+    # the two calls -----------------------------------------------------------------------
+
+    async def predict(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None,
+                      control: CacheControl = ANY_CACHE) -> Prediction:
+        """The /predict answer for a JSON body."""
+        return await self.predict_on(await self.resolve(name, version, alias), body, control)
+
+    async def infer(self, name: str, arrays: Mapping[str, np.ndarray], *, version: int | None = None,
+                    alias: str | None = None, control: CacheControl = ANY_CACHE) -> Inference:
+        """Named outputs for already decoded inputs (the V2 routes); same keys as ``predict``."""
+        return await self.infer_on(await self.resolve(name, version, alias), arrays, control)
+
+    async def predict_on(self, servable: Servable, body: bytes, control: CacheControl = ANY_CACHE,
+                         chain: tuple[str, ...] = ()) -> Prediction:
+        """``predict`` on a resolved version; ``chain`` names the pipelines this call runs inside of."""
+        if stages_of(servable.model) is not None:
+            return await self._pipelines.predict(servable, body, control, chain)
+        key_prefix = self._key_prefix(servable)
+        exact = exact_body_key(key_prefix, body)
+        repeated = self.repeat(servable, exact, control)
+        if repeated is not None:
+            return Prediction(body=repeated, version=servable.version, cache_status="hit")
+        if has_payload_codec(servable.model):  # text in, text out, say: the plugin's own body is cached
+            arrays = plugin_decode(servable.model, servable.name, body)
+            key = key_in(key_prefix, input_digest(arrays, response_format=PLUGIN_BODY))
+
+            async def render() -> bytes:
+                outputs = await self._run(servable, arrays)
+                return plugin_encode(servable.model, servable.name, servable.version, outputs)
+
+            return await self.answer(servable, key, exact, render, control)
+        inputs = decode_json_inputs(body, servable.signature)
+        key = key_in(key_prefix, input_digest(inputs.arrays))
+        value, status, fresh = await self.canonical(servable, key, lambda: self._run(servable, inputs.arrays), control)
+        rendered = self._render(servable, value, fresh, inputs.named)
+        self.remember(exact, key, status, control, rendered)
+        return Prediction(body=rendered, version=servable.version, cache_status=status)
+
+    async def infer_on(self, servable: Servable, arrays: Mapping[str, np.ndarray],
+                       control: CacheControl = ANY_CACHE, chain: tuple[str, ...] = ()) -> Inference:
+        """``infer`` on a resolved version; ``chain`` as for ``predict_on``."""
+        if stages_of(servable.model) is not None:
+            return await self._pipelines.infer(servable, arrays, control, chain)
+        key = key_in(self._key_prefix(servable), input_digest(arrays))
+        return await self.inference(servable, key, lambda: self._run(servable, arrays), control)
+
+    # the cache steps, written once (the pipeline runner uses them too) ---------------------
+
+    def repeat(self, servable: Servable, exact: str, control: CacheControl) -> bytes | None:
+        """The answer to these exact request bytes if this replica gave it before: no parsing, no Redis."""
+        if control.read and control.write and self._ttl(servable) > 0:
+            return self.cache.peek(exact)
+        return None
+
+    def remember(self, exact: str, key: str, status: CacheStatus, control: CacheControl,
+                 body: bytes | None = None) -> None:
+        """Let ``repeat`` answer ``exact`` with ``body`` (default: ``key``'s value) while ``key`` is cached."""
+        if status != "bypass" and control.read and control.write:
+            self.cache.link(exact, key, body)
+
+    async def cached(self, servable: Servable, key: str, compute: Callable[[], Awaitable[bytes]],
+                     control: CacheControl) -> tuple[bytes, CacheStatus]:
+        """``key``'s value under the model's cache policy, from ``compute()`` (coalesced) on a miss."""
+        return await self.cache.get_or_compute(
+            key, compute, ttl_seconds=self._ttl(servable), read=control.read, write=control.write,
+            max_value_bytes=servable.state.cache.max_value_bytes)
+
+    async def answer(self, servable: Servable, key: str, exact: str, render: Callable[[], Awaitable[bytes]],
+                     control: CacheControl) -> Prediction:
+        """A response body cached as it is (no canonical entry), the exact-body alias linked to it."""
+        value, status = await self.cached(servable, key, render, control)
+        self.remember(exact, key, status, control)
+        return Prediction(body=value, version=servable.version, cache_status=status)
+
+    async def canonical(self, servable: Servable, key: str, run: Callable[[], Awaitable[Outputs]],
+                        control: CacheControl) -> tuple[bytes, CacheStatus, Outputs | None]:
+        """The canonical entry under ``key``; the output arrays too when this call computed them."""
+        computed: list[Outputs] = []
+
+        async def compute() -> bytes:
+            outputs = await run()
+            computed.append(outputs)
+            return encode_canonical(servable.name, servable.version, outputs)
+
+        value, status = await self.cached(servable, key, compute, control)
+        return value, status, computed[0] if computed else None
+
+    async def inference(self, servable: Servable, key: str, run: Callable[[], Awaitable[Outputs]],
+                        control: CacheControl) -> Inference:
+        """The canonical entry under ``key`` as named arrays (parsed only when another call computed it)."""
+        value, status, fresh = await self.canonical(servable, key, run, control)
+        outputs = fresh if fresh is not None else decode_canonical(value, servable.signature)
+        return Inference(outputs=dict(outputs), version=servable.version, cache_status=status)
+
+    # running and rendering -------------------------------------------------------------------
+
+    async def _run(self, servable: Servable, arrays: Mapping[str, np.ndarray]) -> Outputs:
+        policy = servable.state.batching
+        label = f"{servable.name}:{servable.version}"
+        batched = bool(servable.signature.inputs) and all(s.dynamic_batch for s in servable.signature.inputs)
+        run = self.batcher.run((servable.name, servable.version, servable.sha256), label, servable.model, arrays,
+                               batched=batched, max_batch_size=policy.max_batch_size,
+                               max_delay_ms=policy.max_delay_ms)
+        try:
+            return await asyncio.wait_for(run, self._timeout)
+        except TimeoutError:
+            raise ModelTimedOut(f"model {label} did not answer within {self._timeout:g}s "
+                                "(MODELREG_INFERENCE_TIMEOUT_SECONDS)") from None
+
+    def _render(self, servable: Servable, value: bytes, fresh: Outputs | None, named: bool) -> bytes:
+        if named or len(servable.signature.outputs) != 1:
+            return value
+        view = unnamed_view(value, servable.name, servable.version, servable.signature.outputs[0].name)
+        if view is not None:
+            return view
+        # An entry laid out otherwise (written by another build, say): parse and re-encode.
+        outputs = fresh if fresh is not None else decode_canonical(value, servable.signature)
+        return encode_prediction(servable.name, servable.version, outputs, named=False)
+
+    # keys ---------------------------------------------------------------------------------
+
+    def _key_prefix(self, servable: Servable) -> str:
+        ident = (servable.name, servable.state.generation, servable.version, servable.sha256)
+        found = self._key_prefixes.get(ident)
+        if found is None:
+            found = self._remember_prefix(ident, Namespace(self._prefix, *ident))
+        return found
+
+    def pipeline_key_prefix(self, servable: Servable, plan: Plan) -> str:
+        """The key prefix of a pipeline's own answers: it names every stage's live namespace."""
+        found = self._key_prefixes.get(plan.ident)
+        if found is None:
+            found = self._remember_prefix(plan.ident, Namespace(
+                self._prefix, servable.name, servable.state.generation, servable.version, pipeline_digest(plan.ident)))
+        return found
+
+    def _remember_prefix(self, ident: tuple[Any, ...], namespace: Namespace) -> str:
+        if len(self._key_prefixes) > 10_000:  # old generations pile up over a long life
+            self._key_prefixes.clear()
+        found = prediction_key_prefix(namespace)
+        self._key_prefixes[ident] = found
+        return found
+
+    def _ttl(self, servable: Servable) -> int:
+        policy = servable.state.cache
+        if not policy.enabled:
+            return 0
+        return self._default_ttl if policy.ttl_seconds is None else policy.ttl_seconds
+
+    # what the V2 metadata and health routes say ------------------------------------------------
+
+    async def model_metadata(self, name: str, version: int | None = None) -> ModelMetadata:
+        """The (production, else numbered) version's runtime, ready versions and signature."""
+        model, versions, record = await asyncio.to_thread(self._catalog.lookup, name, version)
+        if record.signature:
+            signature = Signature.from_dict(record.signature)
+        else:  # nothing recorded at upload: the loaded model knows its own
+            signature = (await self.resolve(name, record.version)).signature
+        return ModelMetadata(name=name, version=record.version, platform=model.runtime,
+                             ready_versions=tuple(v.version for v in versions if v.status == "ready"),
+                             signature=signature)
+
+    async def ready(self, name: str, version: int | None = None) -> Readiness:
+        """Whether the (production, else numbered) version is loaded here or can be, and why not."""
+        if self.manager.resolve_loaded(name, version) is not None:
+            return Readiness(name, True)
+        return await asyncio.to_thread(self._catalog.readiness, name, version)
+
+    def server_ready(self) -> bool:
+        """True from start until shutdown: loaded models serve even while the registry database is down."""
+        return not self._closing
+
+    async def close(self, wait_seconds: float = 5.0) -> int:
+        """Finish cache writes, stop the inference threads; how many still run after ``wait_seconds`` (hung)."""
+        self._closing = True
+        try:  # each write is bounded by the Redis timeout; bound them all the same
+            await asyncio.wait_for(self.cache.drain(), wait_seconds)
+        except TimeoutError:
+            log.warning("cache writes still pending after %gs at shutdown; dropping them", wait_seconds)
+        return await asyncio.to_thread(self._executor.close, wait_seconds)
