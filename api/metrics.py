@@ -53,6 +53,10 @@ class Metrics:
         """Read the live state (counters kept by the cache, queue, loaded versions) at scrape time."""
         self.registry.register(_LiveState(cache_stats, breaker, queue_depth, loaded))
 
+    def watch_fleet(self, *, live: Callable[[], int], lagging: Callable[[], int]) -> None:
+        """Read the fleet counts the replica board keeps (refreshed on its heartbeat, not at scrape time)."""
+        self.registry.register(_Fleet(live, lagging))
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -69,7 +73,8 @@ class _LiveState(Collector):
         stats = self._cache_stats()
         outcomes = CounterMetricFamily("modelreg_cache", "Cache outcomes (first_level_hits is part of hits)",
                                        labels=["outcome"])
-        for outcome in ("hits", "misses", "coalesced", "bypass", "errors", "first_level_hits", "oversized"):
+        for outcome in ("hits", "misses", "coalesced", "bypass", "errors", "first_level_hits", "oversized",
+                        "writes_dropped"):
             outcomes.add_metric([outcome], getattr(stats, outcome))
         yield outcomes
         state = self._breaker()
@@ -84,6 +89,20 @@ class _LiveState(Collector):
         for model, version in self._loaded():
             loaded.add_metric([model, str(version)], 1)
         yield loaded
+
+
+class _Fleet(Collector):
+    # Counted by the replica board on its heartbeat: a scrape must not wait on Redis or SQL.
+    def __init__(self, live: Callable[[], int], lagging: Callable[[], int]) -> None:
+        self._live = live
+        self._lagging = lagging
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("modelreg_replicas_live", "Replicas whose status heartbeat is current",
+                                value=self._live())
+        yield GaugeMetricFamily("modelreg_replicas_lagging",
+                                "Live replicas serving, for some model, another production version than the registry's",
+                                value=self._lagging())
 
 
 class RequestMetrics:

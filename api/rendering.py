@@ -18,6 +18,7 @@ from modelreg.plugins.base import PluginError
 from modelreg.registry.errors import Conflict, Invalid, NotFound, SchemaOutOfDate, TooLarge, Unavailable
 from modelreg.serving import Prediction
 from modelreg.serving.errors import InvalidInput, ModelFailed, ModelTimedOut, Overloaded
+from modelreg.serving.manager import VersionUnavailable
 from modelreg.serving.v2codec import V2BadRequest
 
 log = logging.getLogger("modelreg.errors")
@@ -42,6 +43,7 @@ STATUS: list[tuple[type[Exception], int]] = [
     (V2BadRequest, 400),  # the protocol's own status for a malformed request
     (InvalidInput, 422),
     (Overloaded, 503),
+    (VersionUnavailable, 503),  # a server fault on this replica, never a 4xx: another replica may serve it
     (ModelFailed, 500),
     (ModelTimedOut, 504),
 ]

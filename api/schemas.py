@@ -31,12 +31,18 @@ class ModelCreate(ModelPolicy):
     runtime: str = Field(description="a runtime plugin name, as GET /admin/plugins lists")
 
 
+WAIT_DESCRIPTION = ("wait up to this many seconds for every live replica to serve the new production version; "
+                    "the answer then lists those that do and those that do not, with why")
+
+
 class Promote(_Body):
     version: int = Field(ge=1, le=SQL_INT_MAX)
+    wait_seconds: float | None = Field(default=None, ge=0, le=300, description=WAIT_DESCRIPTION)
 
 
 class Rollback(_Body):
     version: int | None = Field(default=None, ge=1, le=SQL_INT_MAX)
+    wait_seconds: float | None = Field(default=None, ge=0, le=300, description=WAIT_DESCRIPTION)
 
 
 class AliasSet(_Body):

@@ -9,6 +9,7 @@ stop that was asked for and done is a success for systemd, Kubernetes and script
 from __future__ import annotations
 
 import copy
+import math
 import signal
 from types import FrameType
 from typing import Any
@@ -37,9 +38,10 @@ def run(settings: Settings, *, host: str, port: int, workers: int, reload: bool,
     # by SIGTERM, exit status 143) reports it. The drain has happened by then: with this handler in
     # place the re-raised signal is noted, and `modelreg serve` exits 0.
     signal.signal(signal.SIGTERM, _stopped)
+    # uvicorn takes the grace in whole seconds: round up, so the drain is never shorter than configured.
     uvicorn.run("modelreg.api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
                 log_level=log_level, log_config=log_config(log_level),
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+                timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds))
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -11,7 +11,9 @@ from sqlalchemy import Engine
 
 from modelreg.api.auth import Authenticator, resolve_admin_token
 from modelreg.api.metrics import Metrics
-from modelreg.api.pipeline_check import StageCheck
+from modelreg.api.settings import Settings
+from modelreg.plugins.discovery import PluginSet
+from modelreg.registry import LocalArtifactStore, RegistryService, TokenService, open_registry
 from modelreg.serving import Serving
 from modelreg.serving.breaker import CircuitBreaker
 from modelreg.serving.cache import PredictionCache, make_redis
@@ -19,12 +21,8 @@ from modelreg.serving.events import ChangeFeed
 from modelreg.serving.first_level import FirstLevel
 from modelreg.serving.manager import ModelManager
 from modelreg.serving.reaper import Reaper
-from modelreg.api.settings import Settings
-from modelreg.api.upload_check import PluginValidator
-from modelreg.plugins.discovery import PluginSet
-from modelreg.registry import LocalArtifactStore, RegistryService, TokenService
-from modelreg.registry import schema
-from modelreg.registry.db import make_engine, make_sessions
+from modelreg.serving.replicas import ReplicaBoard
+from modelreg.serving.validation import PluginValidator, RegistryStageCheck
 
 log = logging.getLogger("modelreg")
 # At shutdown, how long cache writes and model executions still running (their requests are gone) may take.
@@ -44,6 +42,7 @@ class Services:
     feed: ChangeFeed
     reaper: Reaper
     metrics: Metrics
+    replicas: ReplicaBoard
 
     def changed(self, model: str) -> None:
         """After a committed change: switch this replica now, then tell the others."""
@@ -58,6 +57,7 @@ class Services:
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(self.manager.refresh)
+        self.replicas.start()
         self.feed.start(lambda: self.reaper.run_forever(self.settings.reap_interval_seconds))
 
     async def stop(self) -> None:
@@ -68,6 +68,7 @@ class Services:
         if hung:
             log.warning("%d inference thread(s) still running after %gs (a hung model?); exiting without them",
                         hung, SHUTDOWN_WAIT_SECONDS)
+        await self.replicas.stop()  # leave the replica list before the models go
         unloaded = self.manager.loaded_versions()
         self.manager.close()
         self.engine.dispose()
@@ -77,32 +78,28 @@ class Services:
 def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     """Open the registry (upgrading the embedded default), discover plugins, wire the cache."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.resolved_database_url()
-    if settings.should_auto_migrate():
-        schema.upgrade(url)
-    engine = make_engine(url)
-    schema.ensure_current(engine, url)
     plugins = PluginSet.discover(settings.plugin_allowlist())
     for status in plugins.statuses():
         log.info("runtime plugin %s: %s", status.name, status.status)
-    sessions = make_sessions(engine)
-    stage_check = StageCheck()  # pipelines' stages are checked in the registry that validates them
-    registry = RegistryService(
-        sessions, LocalArtifactStore(settings.resolved_artifact_dir()),
-        PluginValidator(plugins, settings.device, stage_check), settings.max_artifact_bytes,
-    )
+    stage_check = RegistryStageCheck()  # pipelines' stages are checked in the registry that validates them
+    artifacts = LocalArtifactStore(settings.resolved_artifact_dir())
+    artifacts.sweep_orphans()  # uploads cut short by a replica killed mid-upload
+    opened = open_registry(settings.resolved_database_url(), migrate=settings.should_auto_migrate(),
+                           artifacts=artifacts,
+                           validator=PluginValidator(plugins, settings.device, stage_check),
+                           max_artifact_bytes=settings.max_artifact_bytes)
+    engine, registry, tokens = opened.engine, opened.registry, opened.tokens
     stage_check.bind(registry)
-    tokens = TokenService(sessions)
     auth = Authenticator(_bootstrap_token(settings, tokens), tokens, predict_auth=settings.predict_auth,
                          cache_seconds=settings.predict_auth_cache_seconds)
     manager = ModelManager(registry, plugins, default_device=settings.device,
                            grace_seconds=settings.unload_grace_seconds,
                            intra_op_threads=settings.intra_op_threads)
-    redis = make_redis(settings.redis_url)
+    redis = make_redis(settings.redis_url, embedded_max_bytes=settings.embedded_cache_bytes)
     first_level = FirstLevel(settings.first_level_bytes) if settings.first_level_bytes > 0 else None
     cache = PredictionCache(redis, breaker=CircuitBreaker(), first_level=first_level)
     metrics = metrics or Metrics()
-    serving = Serving(manager, cache, prefix=settings.cache_prefix,
+    serving = Serving(manager, cache, registry=registry, plugins=plugins, prefix=settings.cache_prefix,
                       default_ttl_seconds=settings.default_cache_ttl_seconds,
                       inference_threads=settings.inference_threads or len(os.sched_getaffinity(0)),
                       max_queue_rows=settings.max_queued_rows,
@@ -112,9 +109,12 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
                   queue_depth=serving.batcher.queue_depth, loaded=manager.loaded_versions)
     feed = ChangeFeed(manager, redis, prefix=settings.cache_prefix, subscribe_url=settings.redis_url,
                       poll_interval=settings.poll_interval_seconds)
+    replicas = ReplicaBoard(manager, redis, prefix=settings.cache_prefix)
+    metrics.watch_fleet(live=lambda: replicas.live, lagging=lambda: replicas.lagging)
     reaper = Reaper(redis, settings.cache_prefix, manager.live_generations)
     return Services(settings=settings, engine=engine, registry=registry, tokens=tokens, plugins=plugins,
-                    auth=auth, manager=manager, serving=serving, feed=feed, reaper=reaper, metrics=metrics)
+                    auth=auth, manager=manager, serving=serving, feed=feed, reaper=reaper, metrics=metrics,
+                    replicas=replicas)
 
 
 def _bootstrap_token(settings: Settings, tokens: TokenService) -> str | None:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     first_level_bytes: int = Field(default=64 * 1024**2, ge=0)
     """Budget of the in-process first-level cache in front of Redis (0 turns it off)."""
 
+    embedded_cache_bytes: int = Field(default=64 * 1024**2, ge=0)
+    """Budget of the in-process store that stands in for Redis when ``redis_url`` is unset: past it the
+    least recently used predictions are evicted (0 keeps none). Ignored with Redis."""
+
     reap_interval_seconds: float = Field(default=60.0, gt=0)
     """How often dead cache namespaces (old generations, deleted models) are reclaimed."""
 

@@ -14,9 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from common import (BenchRedis, WrkResult, build_mlp, distinct_in_prefix, modelreg_env, register, run_wrk,
-                    start_server, stream_ids, write_ids)
+from common import (
+    BenchRedis,
+    WrkResult,
+    build_mlp,
+    distinct_in_prefix,
+    modelreg_env,
+    register,
+    run_wrk,
+    start_server,
+    stream_ids,
+    write_ids,
+)
 
 
 def measure(url: str, path: str, ids_file: Path, seconds: int, connections: int) -> WrkResult:

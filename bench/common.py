@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,7 @@ def build_mlp(path: Path, sizes: tuple[int, ...] = (512, 4096, 4096, 16), seed: 
 
     rng = np.random.default_rng(seed)
     nodes, inits, prev = [], [], "x"
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
         nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
@@ -92,7 +93,8 @@ class Server:
             self.process.kill()
 
 
-def start_server(app: str, env: dict[str, str], *, core: int = 0, factory: bool = True, log: Path | None = None) -> Server:
+def start_server(app: str, env: dict[str, str], *, core: int = 0, factory: bool = True,
+                 log: Path | None = None) -> Server:
     """uvicorn with one worker, httptools + uvloop, no access log, pinned to ``core``."""
     port = free_port()
     args = ["taskset", "-c", str(core), sys.executable, "-m", "uvicorn", app, "--port", str(port),

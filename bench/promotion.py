@@ -49,15 +49,20 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import BenchRedis  # noqa: E402
+from modelreg.api.settings import Settings
+from modelreg.registry import LocalArtifactStore, RegistryService, schema
+from modelreg.registry.db import make_engine, make_sessions
+from modelreg.registry.entities import PRODUCTION
+from modelreg.serving.keys import (
+    Namespace,
+    events_channel,
+    input_digest,
+    key_in,
+    model_scan_pattern,
+    prediction_key_prefix,
+)
 
-from modelreg.serving.keys import input_digest  # noqa: E402
-from modelreg.serving.keys import Namespace, events_channel, key_in, model_scan_pattern, prediction_key_prefix  # noqa: E402
-from modelreg.api.settings import Settings  # noqa: E402
-from modelreg.registry import LocalArtifactStore, RegistryService  # noqa: E402
-from modelreg.registry import schema  # noqa: E402
-from modelreg.registry.db import make_engine, make_sessions  # noqa: E402
-from modelreg.registry.entities import PRODUCTION  # noqa: E402
+from common import BenchRedis
 
 MODEL = "promo-bench"
 PREFIX = Settings.model_fields["cache_prefix"].default

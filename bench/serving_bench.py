@@ -19,8 +19,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import (BenchRedis, WrkResult, build_mlp, distinct_in_prefix, modelreg_env, modes, register, run_wrk,
-                    start_server, stream_ids, write_ids)
+from common import (
+    BenchRedis,
+    WrkResult,
+    build_mlp,
+    distinct_in_prefix,
+    modelreg_env,
+    modes,
+    register,
+    run_wrk,
+    start_server,
+    stream_ids,
+    write_ids,
+)
 
 MODES = modes(max_batch_size=16)
 STREAM_LENGTH = 150_000  # longer than any run: a stream is never replayed
@@ -72,7 +83,8 @@ def main() -> None:
     cells.append(Cell("W100", "bare FastAPI", ceiling, None, None))
 
     redis = BenchRedis(core=1)
-    server = start_server("modelreg.api.app:create_app", modelreg_env(work / "data", redis.url), log=work / "server.log")
+    server = start_server("modelreg.api.app:create_app", modelreg_env(work / "data", redis.url),
+                          log=work / "server.log")
     try:
         for mode, policy in MODES.items():
             register(server.url, _model(mode), mlp, **policy)

@@ -30,6 +30,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 # Upload validation loads the model and runs it once: a large model may take minutes to answer.
 UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
 Timeout = float | httpx.Timeout | None
+# Beyond a promotion's wait_seconds: the load before the commit and the answer itself.
+WAIT_MARGIN_SECONDS = 60.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -191,14 +193,31 @@ class Client:
 
     # production, aliases, history ---------------------------------------------------------------
 
-    def promote(self, name: str, version: int) -> dict[str, Any]:
-        """Make ``version`` the production version: ``{"model", "previous", "production", "generation"}``."""
-        return self._object("POST", self._model(name, "promote"), json={"version": version})
+    def promote(self, name: str, version: int, *, wait_seconds: float | None = None) -> dict[str, Any]:
+        """Make ``version`` the production version: ``{"model", "previous", "production", "generation"}``.
 
-    def rollback(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """Return production to the previous version, or to ``version``."""
-        body = {} if version is None else {"version": version}
-        return self._object("POST", self._model(name, "rollback"), json=body)
+        The server loads it first and refuses (``Conflict``, nothing changed) when it cannot. With
+        ``wait_seconds`` the answer comes once every live replica serves it, or after that long, and
+        adds ``complete`` and ``replicas: {"served": [ids], "not_serving": [{"id", "reason"}]}``.
+        """
+        return self._change(name, "promote", {"version": version}, wait_seconds)
+
+    def rollback(self, name: str, version: int | None = None, *, wait_seconds: float | None = None) -> dict[str, Any]:
+        """Return production to the previous version, or to ``version``; ``wait_seconds`` as for ``promote``."""
+        return self._change(name, "rollback", {} if version is None else {"version": version}, wait_seconds)
+
+    def _change(self, name: str, action: str, body: dict[str, Any], wait_seconds: float | None) -> dict[str, Any]:
+        if wait_seconds is None:
+            return self._object("POST", self._model(name, action), json=body)
+        # The server holds the answer up to wait_seconds: the read timeout must outlast it.
+        timeout = httpx.Timeout(wait_seconds + WAIT_MARGIN_SECONDS, connect=5.0)
+        return self._object("POST", self._model(name, action), json={**body, "wait_seconds": wait_seconds},
+                            timeout=timeout)
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """Every live replica: ``id``, ``host``, ``started_at``, ``last_seen`` and, per model in ``models``,
+        ``serving`` (alias -> version), ``loaded`` (version, device, memory_bytes) and ``failed`` (version, reason)."""
+        return self._list("GET", "/admin/replicas")
 
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
         """Point ``alias`` (``staging``, ``canary`` …) at ``version``."""

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from modelreg.plugins.base import LoadOptions, PluginError, Runtime, Signature, StageRef, TensorSpec, smoke_batch, stages_of
+from modelreg.plugins.base import (
+    LoadOptions,
+    PluginError,
+    Runtime,
+    Signature,
+    StageRef,
+    TensorSpec,
+    smoke_batch,
+    stages_of,
+)
 from modelreg.plugins.formats import PICKLE_REFUSED, is_pickle
 
 log = logging.getLogger(__name__)
@@ -88,11 +97,9 @@ def _compare(kind: str, declared: tuple[TensorSpec, ...], actual: tuple[TensorSp
         have = theirs[name]
         if want.dtype != have.dtype:
             problems.append(f"{name!r} is {have.dtype} in the model, {want.dtype} in the metadata")
-        elif len(want.shape) != len(have.shape) or any(
-            w is not None and h is not None and w != h for w, h in zip(want.shape, have.shape)
-        ):
-            problems.append(f"{name!r} has shape {_shape(have.shape)} in the model, "
-                            f"{_shape(want.shape)} in the metadata")
+        elif not want.compatible(have):
+            problems.append(f"{name!r} has shape {have.describe_shape()} in the model, "
+                            f"{want.describe_shape()} in the metadata")
     return problems
 
 
@@ -106,13 +113,9 @@ def _check_outputs(signature: Signature, outputs: Mapping[str, np.ndarray]) -> N
         dtype_ok = array.dtype.kind in "OUS" if spec.dtype == "str" else array.dtype == np.dtype(spec.dtype)
         if not dtype_ok:
             raise PluginError(f"output {spec.name!r} is {array.dtype}; the signature says {spec.dtype}")
-        if array.ndim != len(spec.shape) or any(w is not None and h != w for h, w in zip(array.shape, spec.shape)):
+        if not spec.fits(array.shape):
             raise PluginError(f"output {spec.name!r} has shape {list(array.shape)}; "
-                              f"the signature says {_shape(spec.shape)}")
+                              f"the signature says {spec.describe_shape()}")
         if signature.batched and array.shape[0] != 1:
             raise PluginError(f"output {spec.name!r} has {array.shape[0]} rows for a batch of 1; "
                               "a batched model must answer one row per input row")
-
-
-def _shape(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -2,20 +2,58 @@
 
 from modelreg.registry.artifacts import ArtifactStore, LocalArtifactStore, StoredArtifact
 from modelreg.registry.entities import (
-    PRODUCTION, BatchPolicy, CachePolicy, HistoryRecord, LiveState, ModelRecord, ProductionChange, TokenRecord,
+    PRODUCTION,
+    BatchPolicy,
+    CachePolicy,
+    HistoryRecord,
+    LiveState,
+    ModelRecord,
+    ProductionChange,
+    TokenRecord,
     VersionRecord,
 )
 from modelreg.registry.errors import (
-    Conflict, Invalid, NoProductionVersion, NotFound, RegistryError, SchemaOutOfDate, TooLarge, Unavailable,
+    Conflict,
+    Invalid,
+    NoProductionVersion,
+    NotFound,
+    RegistryError,
+    SchemaOutOfDate,
+    TooLarge,
+    Unavailable,
 )
-from modelreg.registry.opening import OpenRegistry as OpenRegistry, open_registry as open_registry
+from modelreg.registry.opening import OpenRegistry, open_registry
 from modelreg.registry.service import RegistryService, Validated, Validator
 from modelreg.registry.tables import SQL_INT_MAX
 from modelreg.registry.tokens import ROLES, TokenService
 
 __all__ = [
-    "PRODUCTION", "ArtifactStore", "BatchPolicy", "CachePolicy", "Conflict", "HistoryRecord", "Invalid",
-    "LiveState", "LocalArtifactStore", "ModelRecord", "NoProductionVersion", "NotFound", "ProductionChange", "RegistryError",
-    "ROLES", "RegistryService", "SQL_INT_MAX", "SchemaOutOfDate", "StoredArtifact", "TokenRecord", "TokenService",
-    "TooLarge", "Unavailable", "Validated", "Validator", "VersionRecord",
+    "PRODUCTION",
+    "ROLES",
+    "SQL_INT_MAX",
+    "ArtifactStore",
+    "BatchPolicy",
+    "CachePolicy",
+    "Conflict",
+    "HistoryRecord",
+    "Invalid",
+    "LiveState",
+    "LocalArtifactStore",
+    "ModelRecord",
+    "NoProductionVersion",
+    "NotFound",
+    "OpenRegistry",
+    "ProductionChange",
+    "RegistryError",
+    "RegistryService",
+    "SchemaOutOfDate",
+    "StoredArtifact",
+    "TokenRecord",
+    "TokenService",
+    "TooLarge",
+    "Unavailable",
+    "Validated",
+    "Validator",
+    "VersionRecord",
+    "open_registry",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PRODUCTION = "production"
@@ -11,7 +11,7 @@ PRODUCTION = "production"
 
 def aware(value: datetime) -> datetime:
     # SQLite hands timestamps back without their zone; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelreg.serving.errors import ModelFailed, Overloaded
 from modelreg.plugins.base import LoadedModel
+from modelreg.serving.errors import ModelFailed, Overloaded
 
 log = logging.getLogger("modelreg.batching")
 IDLE_SECONDS = 30.0
@@ -142,7 +142,8 @@ class Batcher:
             raise ModelFailed(f"model {label} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
-    def _timed(self, model: LoadedModel, label: str, rows: int, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _timed(self, model: LoadedModel, label: str, rows: int,
+               arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         try:
             return dict(model.predict(arrays))

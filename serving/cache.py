@@ -12,17 +12,18 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from functools import partial
+from typing import Any, Literal, TypeVar, cast
 
 import redis.asyncio as aioredis
-from fakeredis import FakeServer
 from fakeredis.aioredis import FakeRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
 from modelreg.serving.breaker import BreakerState, CircuitBreaker
-from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.embedded import bounded_server
+from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel, exact_copy
 from modelreg.serving.keys import lease_key
 from modelreg.serving.singleflight import SingleFlight
 
@@ -51,13 +52,16 @@ class CacheStats:
     first_level_hits: int = 0
     lease_waits: int = 0
     oversized: int = 0
+    writes_dropped: int = 0
 
 
-def make_redis(url: str | None, *, timeout_seconds: float = 0.25) -> aioredis.Redis:
-    """A Redis client with short timeouts and no retries, or an in-process fake when ``url`` is None."""
+def make_redis(url: str | None, *, timeout_seconds: float = 0.25,
+               embedded_max_bytes: int = 64 * 1024 * 1024) -> aioredis.Redis:
+    """A Redis client with short timeouts and no retries, or, when ``url`` is None, an in-process
+    fake holding at most ``embedded_max_bytes`` (least recently used keys evicted past it)."""
     if url is None:
         # The embedded default goes through the same client API and the same cache code.
-        return FakeRedis(server=FakeServer())
+        return FakeRedis(server=bounded_server(embedded_max_bytes))
     # No retries: the breaker decides when to try again; a retried timeout would be paid per request.
     client: aioredis.Redis = aioredis.Redis.from_url(
         url,
@@ -80,6 +84,7 @@ class PredictionCache:
         first_level: FirstLevel | None,
         lease_ms: int = 2000,
         lease_poll_ms: int = 5,
+        max_pending_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         if lease_ms <= 0 or lease_poll_ms <= 0:
             raise ValueError(f"lease_ms and lease_poll_ms must be > 0, got {lease_ms} and {lease_poll_ms}")
@@ -90,13 +95,21 @@ class PredictionCache:
         self._lease_poll = lease_poll_ms / 1000
         self._flights = SingleFlight()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Values whose Redis write is still in flight: read-your-writes within this replica.
+        # Values whose Redis write is still in flight: read-your-writes within this replica. Bounded:
+        # past ``max_pending_bytes`` (Redis slower than the misses come) a value is served, not written.
         self._pending: dict[str, bytes] = {}
+        self._pending_bytes = 0
+        self._max_pending_bytes = max_pending_bytes
         # Write-behind: the values computed in one turn of the event loop (a batch's worth) go to
         # Redis in one pipeline, not one round trip each.
         self._writes: dict[str, tuple[bytes, int]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self.stats = CacheStats()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accounted for by the values whose Redis write is still in flight."""
+        return self._pending_bytes
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -173,10 +186,10 @@ class PredictionCache:
 
         # no-cache or no-store: no lease (this request would not share or keep a value); requests
         # that may not read or may not write must not share a flight with those that do.
-        (value, status), joined = await self._flights.run(
+        (computed, status), joined = await self._flights.run(
             f"{key}|{int(read)}{int(write)}",
             lambda: self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease=None, write=write))
-        return value, self._count("coalesced" if joined else status)
+        return computed, self._count("coalesced" if joined else status)
 
     def _count(self, status: CacheStatus) -> CacheStatus:
         if status == "hit":
@@ -230,7 +243,8 @@ class PredictionCache:
             self._remember(key, value, pttl)  # the first level keeps it as long as Redis would
             return value, True
         raw = await self._call(lambda: self._redis.get(key))
-        return (None, False) if isinstance(raw, _Unavailable) else (raw, True)
+        # decode_responses is off: the client answers bytes (or None), never str.
+        return (None, False) if isinstance(raw, _Unavailable) else (cast(bytes | None, raw), True)
 
     async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
                                  max_value_bytes: int | None, lease: tuple[str, str] | None,
@@ -248,13 +262,30 @@ class PredictionCache:
                 self._background(self._release(*lease))
             return value, "miss"
         # The lease is left to expire: replicas polling for this key find the value first.
-        if self._first_level is not None:
-            self._first_level.put(key, value, ttl_seconds)
+        # Whatever is held past this answer is one exact-size copy (an orjson result keeps ~4 KB),
+        # shared by the first level and the pending write.
+        kept = self._first_level.put(key, value, ttl_seconds) if self._first_level is not None else None
+        self._queue_write(key, exact_copy(value) if kept is None else kept, ttl_seconds)
+        return value, "miss"
+
+    def _queue_write(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        cost = _pending_cost(key, value)
+        if self._pending_bytes + cost > self._max_pending_bytes:
+            self.stats.writes_dropped += 1
+            return
+        self._forget_pending(key)
         self._pending[key] = value
+        self._pending_bytes += cost
         self._writes[key] = (value, ttl_seconds)
         if self._flusher is None or self._flusher.done():
             self._flusher = self._background(self._flush())
-        return value, "miss"
+
+    def _forget_pending(self, key: str, value: bytes | None = None) -> None:
+        """Drop ``key``'s pending value (only if it is still ``value``, when given)."""
+        held = self._pending.get(key)
+        if held is not None and (value is None or held is value):
+            del self._pending[key]
+            self._pending_bytes -= _pending_cost(key, held)
 
     async def _wait_for_value(self, key: str, lease_name: str) -> bytes | None:
         self.stats.lease_waits += 1
@@ -302,11 +333,10 @@ class PredictionCache:
         while self._writes:
             batch, self._writes = self._writes, {}
             try:
-                await self._call(lambda: self._set_many(batch))
+                await self._call(partial(self._set_many, batch))
             finally:
                 for key, (value, _) in batch.items():
-                    if self._pending.get(key) is value:
-                        del self._pending[key]
+                    self._forget_pending(key, value)
 
     async def _set_many(self, batch: Mapping[str, tuple[bytes, int]]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -320,7 +350,7 @@ class PredictionCache:
                 try:
                     await pipe.watch(name)
                     if await pipe.get(name) == token.encode():
-                        pipe.multi()
+                        pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.delete(name)
                         await pipe.execute()
                 except WatchError:
@@ -340,7 +370,8 @@ class PredictionCache:
             if not isinstance(exc, (RedisError, OSError)):
                 log.exception("unexpected error from the Redis client; serving uncached")
             elif before == "closed" and self._breaker.state == "open":
-                log.warning("Redis unavailable (%s: %s); serving uncached while the breaker is open", type(exc).__name__, exc)
+                log.warning("Redis unavailable (%s: %s); serving uncached while the breaker is open",
+                            type(exc).__name__, exc)
             else:
                 log.debug("Redis call failed: %r", exc)
             return _UNAVAILABLE
@@ -359,3 +390,8 @@ class PredictionCache:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("cache background task failed", exc_info=task.exception())
+
+
+def _pending_cost(key: str, value: bytes) -> int:
+    # The key string is held here as it is (~120 bytes), beside the two dict slots.
+    return len(value) + len(key) + ENTRY_OVERHEAD

@@ -56,8 +56,9 @@ class Reaper:
         examined = unlinked = 0
         cursor = 0
         try:
+            pattern = all_predictions_pattern(self._prefix)
             while True:
-                cursor, keys = await self._redis.scan(cursor, match=all_predictions_pattern(self._prefix), count=self._batch)
+                cursor, keys = await self._redis.scan(cursor, match=pattern, count=self._batch)
                 # Read the live view per batch: a model created during a long pass is not reaped.
                 live = self._live()
                 if not live:

@@ -33,6 +33,8 @@ VERSION_COLUMNS = [("version", "VERSION"), ("status", "STATUS"), ("format", "FOR
                    ("sha256", "SHA256"), ("aliases", "ALIASES"), ("created_at", "CREATED"), ("error", "ERROR")]
 HISTORY_COLUMNS = [("at", "AT"), ("action", "ACTION"), ("alias", "ALIAS"), ("from_version", "FROM"),
                    ("to_version", "TO"), ("generation", "GENERATION"), ("actor", "ACTOR")]
+REPLICA_COLUMNS = [("id", "REPLICA"), ("host", "HOST"), ("started_at", "STARTED"), ("last_seen", "LAST SEEN"),
+                   ("model", "MODEL"), ("serving", "SERVING"), ("loaded", "LOADED"), ("failed", "FAILED")]
 PLUGIN_COLUMNS = [("name", "NAME"), ("status", "STATUS"), ("distribution", "DISTRIBUTION"), ("version", "VERSION"),
                   ("formats", "FORMATS"), ("devices", "DEVICES")]
 
@@ -297,32 +299,81 @@ def versions(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: A
 
 
 def print_change(change: dict[str, Any]) -> None:
-    """What promote or rollback did to production, in one line."""
+    """What promote or rollback did to production, in one line; with --wait, which replicas serve it."""
     model, previous, production = change.get("model"), change.get("previous"), change.get("production")
     if previous == production:
         out.print(Text(f"{model}: version {production} is already in production"))
+    else:
+        out.print(Text(f"{model}: production {previous or 'none'} -> {production} "
+                       f"(cache generation {change.get('generation')})"))
+    replicas = change.get("replicas")
+    if not isinstance(replicas, dict):
         return
-    out.print(Text(f"{model}: production {previous or 'none'} -> {production} "
-                   f"(cache generation {change.get('generation')})"))
+    served, missing = replicas.get("served") or [], replicas.get("not_serving") or []
+    out.print(Text(f"served by {len(served)} of {len(served) + len(missing)} live replicas"))
+    for replica in missing:
+        out.print(Text(f"  not serving on {replica.get('id')}: {replica.get('reason')}"))
+    if missing:
+        out.print(Text("the change is committed; `modelreg status` shows what each replica serves"))
+
+
+Wait = Annotated[float | None, typer.Option(
+    "--wait", min=0, max=300, help="Seconds to wait for every live replica to serve it (then report who does not).")]
+
+
+def exit_if_incomplete(change: dict[str, Any]) -> None:
+    """Exit 3 when --wait ended with replicas that do not serve the new version (the change stays)."""
+    if change.get("complete") is False:
+        raise typer.Exit(3)
 
 
 @app.command()
 def promote(name: Name, version: Annotated[int, typer.Argument(min=1, help="The version to serve.")],
-            url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
-    """Make a version the production version."""
+            wait: Wait = None, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Make a version the production version (the server loads it first and refuses one that cannot load)."""
     with connect(url, token) as client:
-        emit(client.promote(name, version), as_json, print_change)
+        change = client.promote(name, version, wait_seconds=wait)
+    emit(change, as_json, print_change)
+    exit_if_incomplete(change)
 
 
 @app.command()
 def rollback(
     name: Name,
     to: Annotated[int | None, typer.Option("--to", min=1, help="Version to return to (default: the previous).")] = None,
-    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+    wait: Wait = None, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
     """Return production to the previous version (or to --to)."""
     with connect(url, token) as client:
-        emit(client.rollback(name, to), as_json, print_change)
+        change = client.rollback(name, to, wait_seconds=wait)
+    emit(change, as_json, print_change)
+    exit_if_incomplete(change)
+
+
+def replica_rows(replicas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per replica and model it knows (a replica that knows none gets one row)."""
+    rows = []
+    for replica in replicas:
+        base = {k: replica.get(k) for k in ("id", "host", "started_at", "last_seen")}
+        if replica.get("this"):
+            base["id"] = f"{base['id']} (this)"
+        models = replica.get("models") or {}
+        if not models:
+            rows.append(base)
+        for name, entry in sorted(models.items()):
+            rows.append({**base, "model": name,
+                         "serving": ", ".join(f"{a}=v{v}" for a, v in sorted((entry.get("serving") or {}).items())),
+                         "loaded": ", ".join(f"v{m['version']}@{m['device']}" for m in entry.get("loaded") or []),
+                         "failed": "; ".join(f"v{f['version']}: {f['reason']}" for f in entry.get("failed") or [])})
+    return rows
+
+
+@app.command()
+def status(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Every live replica and, per model, what it serves, has loaded and could not load."""
+    with connect(url, token) as client:
+        replicas = client.replicas()
+    emit(replicas, as_json, lambda rows: print_table(replica_rows(rows), REPLICA_COLUMNS, "no live replicas"))
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.from_thread
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -13,7 +14,11 @@ from starlette.datastructures import UploadFile
 from modelreg.api.deps import AdminDep, RegistryDep, ServicesDep, authorize
 from modelreg.api.routes import tokens
 from modelreg.api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback
-from modelreg.registry.errors import Invalid
+from modelreg.api.services import Services
+from modelreg.registry import PRODUCTION, ProductionChange, RegistryService
+from modelreg.registry.errors import Conflict, Invalid
+from modelreg.serving.manager import VersionUnavailable
+from modelreg.serving.replicas import model_summary
 
 # Every route below, and the token routes included at the end, pass `authorize`: no token is 401, a reader
 # token on anything but GET is 403.
@@ -49,8 +54,11 @@ def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
 
 
 @router.get("/models/{name}")
-def get_model(name: str, registry: RegistryDep) -> dict[str, Any]:
-    return registry.get_model(name).to_dict()
+async def get_model(name: str, registry: RegistryDep, services: ServicesDep) -> dict[str, Any]:
+    """The model, and per live replica what it serves of it, has loaded and could not load."""
+    data = (await run_in_threadpool(registry.get_model, name)).to_dict()
+    data["replicas"] = model_summary(await services.replicas.replicas(), name)
+    return data
 
 
 @router.patch("/models/{name}")
@@ -112,19 +120,65 @@ def get_version(name: str, version: int, registry: RegistryDep) -> dict[str, Any
 
 @router.post("/models/{name}/promote")
 def promote(name: str, body: Promote, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> dict[str, Any]:
-    """Make ``version`` the production version; cached answers of the old one stop being served."""
+    """Make ``version`` the production version; cached answers of the old one stop being served.
+
+    The version is loaded on this replica first: when it cannot load, 409 and nothing changes.
+    """
+    _load_first(services, registry, name, body.version, "promote")
     change = registry.promote(name, body.version, actor=admin.name)
     services.changed(name)
-    return change.to_dict()
+    return _answer(services, change, body.wait_seconds)
 
 
 @router.post("/models/{name}/rollback")
 def rollback(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep,
              body: Rollback | None = None) -> dict[str, Any]:
-    """Return production to the previous version (or to ``version``)."""
+    """Return production to the previous version (or to ``version``), loaded on this replica first."""
+    target = body.version if body and body.version is not None else _rollback_target(registry, name)
+    if target is not None:  # None: nothing to roll back to, which the registry says in its own words
+        _load_first(services, registry, name, target, "roll back to")
     change = registry.rollback(name, body.version if body else None, actor=admin.name)
     services.changed(name)
-    return change.to_dict()
+    return _answer(services, change, body.wait_seconds if body else None)
+
+
+def _load_first(services: Services, registry: RegistryService, name: str, version: int, action: str) -> None:
+    """Load ``version`` here before committing; a version that cannot load is refused with the reason."""
+    try:
+        services.manager.preload(name, version)
+    except VersionUnavailable as exc:
+        live = registry.get_model(name).aliases.get(PRODUCTION)
+        stays = f"production stays v{live}" if live is not None else "there is still no production version"
+        raise Conflict(f"cannot {action} {name} v{version}: it cannot be loaded on this replica "
+                       f"({services.replicas.id}): {exc.reason}; nothing changed, {stays}") from exc
+
+
+def _rollback_target(registry: RegistryService, name: str) -> int | None:
+    """The version a plain rollback returns to: the registry's rule (promotions push, rollbacks pop), replayed
+    over its history so the version can be loaded before the rollback commits."""
+    stack: list[int] = []
+    for event in registry.history(name):
+        if event.alias != PRODUCTION:
+            continue
+        if event.action == "promote" and event.from_version is not None:
+            stack.append(event.from_version)
+        elif event.action == "rollback" and event.to_version in stack:
+            del stack[len(stack) - 1 - stack[::-1].index(event.to_version):]
+    return stack[-1] if stack else None
+
+
+def _answer(services: Services, change: ProductionChange, wait_seconds: float | None) -> dict[str, Any]:
+    """The change; with ``wait_seconds``, also which live replicas serve it (the change is committed either way)."""
+    data = change.to_dict()
+    if wait_seconds is None or change.production is None:
+        return data
+    rollout = anyio.from_thread.run(services.replicas.wait_for, change.model, change.production, wait_seconds)
+    data.update(replicas=rollout.to_dict(), complete=rollout.complete, committed=True)
+    if not rollout.complete:
+        data["message"] = (f"{change.model} v{change.production} is production in the registry (committed), but "
+                           f"{len(rollout.not_serving)} of {len(rollout.served) + len(rollout.not_serving)} live "
+                           f"replicas do not serve it after {wait_seconds:g}s: see replicas.not_serving")
+    return data
 
 
 @router.get("/models/{name}/aliases")
@@ -159,6 +213,13 @@ def purge_cache(name: str, registry: RegistryDep, services: ServicesDep, admin: 
     change = registry.purge_cache(name, actor=admin.name)
     services.changed(name)
     return change.to_dict()
+
+
+@router.get("/replicas")
+async def replicas(services: ServicesDep) -> list[dict[str, Any]]:
+    """Every live replica: id, host, started and last seen, and per model what it serves on each alias,
+    the versions it has loaded (device, memory where known) and those that failed to load, with why."""
+    return await services.replicas.replicas()
 
 
 @router.get("/plugins")

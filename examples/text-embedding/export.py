@@ -22,11 +22,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout without installing the plugin
-from modelreg_text_embedding.pack import PackConfig, write_pack  # noqa: E402
+from modelreg_text_embedding.pack import PackConfig, write_pack
 
 TOKEN_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 OUTPUT = "last_hidden_state"

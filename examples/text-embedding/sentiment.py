@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout without installing the plugin
-from modelreg_text_embedding.runtime import SentenceEmbeddingRuntime  # noqa: E402
+from modelreg_text_embedding.runtime import SentenceEmbeddingRuntime
 
-from modelreg.plugins import LoadOptions  # noqa: E402
+from modelreg.plugins import LoadOptions
 
 EMBEDDING, HEAD, PIPELINE = "minilm", "sentiment-head", "sentiment"
 LABELS = ("negative", "positive")
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("build"), help="where to write the head and the pipeline")
     parser.add_argument("--register", action="store_true", help="register the three models on --url")
     parser.add_argument("--url", default=os.environ.get("MODELREG_URL", "http://127.0.0.1:8000"))
-    parser.add_argument("--token", default=None, help="admin token (default: MODELREG_ADMIN_TOKEN, else data/admin-token)")
+    parser.add_argument("--token", default=None,
+                        help="admin token (default: MODELREG_ADMIN_TOKEN, else data/admin-token)")
     args = parser.parse_args(argv)
     if not args.pack.is_file():
         parser.error(f"{args.pack} does not exist; write it with examples/text-embedding/export.py --out {args.pack}")

@@ -35,8 +35,12 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+# The type of the ``make_model`` fixture: make_model(name, *offsets, **policy) -> version numbers.
+MakeModel = Callable[..., list[int]]
+
+
 @pytest.fixture
-def make_model(client: TestClient) -> Callable[..., list[int]]:
+def make_model(client: TestClient) -> MakeModel:
     """Create an echo model with one version per offset; returns the version numbers."""
 
     def _make(name: str, *offsets: float, **policy: Any) -> list[int]:

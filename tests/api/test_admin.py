@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import AUTH, echo_artifact, upload
+from modelreg.api.settings import Settings
+from tests.api.conftest import AUTH, MakeModel, echo_artifact, upload
 
 
 def test_create_list_show_update_delete(client: TestClient) -> None:
@@ -23,7 +24,7 @@ def test_create_list_show_update_delete(client: TestClient) -> None:
     assert client.get("/admin/models/weather", headers=AUTH).status_code == 404
 
 
-def test_upload_promote_rollback_and_history(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_upload_promote_rollback_and_history(client: TestClient, make_model: MakeModel) -> None:
     make_model("fraud", 1.0, 2.0)
     v1 = client.get("/admin/models/fraud/versions/1", headers=AUTH).json()
     assert (v1["status"], v1["format"], len(v1["sha256"])) == ("ready", "json", 64)
@@ -41,7 +42,7 @@ def test_upload_promote_rollback_and_history(client: TestClient, make_model) -> 
     assert "no earlier production version" in nothing_left.json()["detail"]
 
 
-def test_aliases_and_purge(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_aliases_and_purge(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 1.0, 2.0)
     assert client.put("/admin/models/m/aliases/staging", headers=AUTH, json={"version": 2}).status_code == 200
     assert client.get("/admin/models/m/aliases", headers=AUTH).json() == {"staging": 2}
@@ -78,7 +79,8 @@ def _registry_snapshot(client: TestClient) -> object:
     ("patch", "/admin/models/m", {"device": "tpu"}, 422, "device 'tpu'"),
 ])
 def test_bad_requests_get_a_clear_error_and_change_nothing(
-        client: TestClient, make_model, method: str, path: str, body: object, status: int, message: str) -> None:  # noqa: ANN001
+        client: TestClient, make_model: MakeModel, method: str, path: str, body: object, status: int,
+        message: str) -> None:
     make_model("m", 1.0)
     before = _registry_snapshot(client)
     response = client.request(method.upper(), path, json=body, headers=AUTH)
@@ -88,7 +90,8 @@ def test_bad_requests_get_a_clear_error_and_change_nothing(
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
-def test_admin_routes_refuse_missing_or_wrong_tokens(client: TestClient, make_model, headers: dict) -> None:  # noqa: ANN001
+def test_admin_routes_refuse_missing_or_wrong_tokens(client: TestClient, make_model: MakeModel,
+                                                     headers: dict[str, str]) -> None:
     make_model("m", 1.0)
     for method, path in [("GET", "/admin/models"), ("POST", "/admin/models"), ("POST", "/admin/models/m/promote"),
                          ("DELETE", "/admin/models/m"), ("GET", "/admin/plugins")]:
@@ -99,7 +102,8 @@ def test_admin_routes_refuse_missing_or_wrong_tokens(client: TestClient, make_mo
     assert [m["name"] for m in client.get("/admin/models", headers=AUTH).json()] == ["m"]
 
 
-def test_oversized_upload_is_413_and_stores_nothing(client: TestClient, make_model, settings) -> None:  # noqa: ANN001
+def test_oversized_upload_is_413_and_stores_nothing(client: TestClient, make_model: MakeModel,
+                                                    settings: Settings) -> None:
     make_model("m")
     response = upload(client, "m", b"x" * (2 * 1024 * 1024))
     assert response.status_code == 413
@@ -109,7 +113,7 @@ def test_oversized_upload_is_413_and_stores_nothing(client: TestClient, make_mod
     assert files == []
 
 
-def test_upload_needs_the_artifact_field_and_json_metadata(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_upload_needs_the_artifact_field_and_json_metadata(client: TestClient, make_model: MakeModel) -> None:
     make_model("m")
     no_file = client.post("/admin/models/m/versions", data={"metadata": "{}"}, headers=AUTH)
     assert no_file.status_code == 422 and "'artifact'" in no_file.json()["detail"]
@@ -119,7 +123,7 @@ def test_upload_needs_the_artifact_field_and_json_metadata(client: TestClient, m
     assert client.get("/admin/models/m/versions", headers=AUTH).json() == []
 
 
-def test_a_broken_artifact_is_kept_as_failed_and_cannot_be_promoted(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_a_broken_artifact_is_kept_as_failed_and_cannot_be_promoted(client: TestClient, make_model: MakeModel) -> None:
     make_model("m")
     failed = upload(client, "m", b"\x00\x01 definitely not json")
     assert failed.status_code == 201

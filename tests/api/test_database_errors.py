@@ -54,7 +54,8 @@ def test_a_statement_error_under_the_registry_is_a_500_not_an_outage(
     response = client.get("/admin/models", headers=AUTH)
     assert response.status_code == 500
     request_id = response.headers["x-request-id"]
-    assert response.json()["detail"] == f"internal error (ProgrammingError); see the server log for request id {request_id}"
+    assert response.json()["detail"] == (
+        f"internal error (ProgrammingError); see the server log for request id {request_id}")
     assert "retry-after" not in response.headers
 
 
@@ -67,7 +68,8 @@ def test_an_integrity_error_that_escapes_the_service_is_a_500_not_an_outage(
     response = client.get("/admin/models", headers=AUTH)
     assert response.status_code == 500
     request_id = response.headers["x-request-id"]
-    assert response.json()["detail"] == f"internal error (IntegrityError); see the server log for request id {request_id}"
+    assert response.json()["detail"] == (
+        f"internal error (IntegrityError); see the server log for request id {request_id}")
     # The id in the answer finds the traceback in the log; the message itself (a query) stays there.
     assert any(request_id in r.getMessage() and r.exc_info for r in caplog.records)
     assert "duplicate key" not in response.text

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from modelreg.api.settings import Settings
-from tests.api.conftest import AUTH, deployment_settings
+from tests.api.conftest import AUTH, MakeModel, deployment_settings
 
 
 @pytest.fixture(params=["embedded", "servers"])
@@ -17,11 +18,12 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return deployment_settings(request, tmp_path)
 
 
-def _predict(client: TestClient, path: str = "/models/m/predict", body: object = None, **headers: str):  # noqa: ANN202
+def _predict(client: TestClient, path: str = "/models/m/predict", body: object = None,
+             **headers: str) -> httpx.Response:
     return client.post(path, json=body if body is not None else {"inputs": [[1.0, 2.0]]}, headers=headers)
 
 
-def test_production_version_answers_and_says_so(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_production_version_answers_and_says_so(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 10.0)
     client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
     response = _predict(client)
@@ -32,7 +34,7 @@ def test_production_version_answers_and_says_so(client: TestClient, make_model) 
     assert again.headers["x-cache"] == "hit" and again.json() == response.json()
 
 
-def test_promotion_is_seen_by_the_very_next_request_and_rollback_too(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_promotion_is_seen_by_the_very_next_request_and_rollback_too(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 10.0, 20.0)
     client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
     assert _predict(client).json()["outputs"] == [[11.0, 12.0]]
@@ -48,7 +50,7 @@ def test_promotion_is_seen_by_the_very_next_request_and_rollback_too(client: Tes
     assert back.headers["x-cache"] == "miss"
 
 
-def test_versions_and_aliases_answer_on_their_own_routes(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_versions_and_aliases_answer_on_their_own_routes(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 10.0, 20.0)
     client.put("/admin/models/m/aliases/staging", headers=AUTH, json={"version": 2})
     assert _predict(client, "/models/m/versions/1/predict").json()["outputs"] == [[11.0, 12.0]]
@@ -56,7 +58,7 @@ def test_versions_and_aliases_answer_on_their_own_routes(client: TestClient, mak
     assert staged.headers["x-model-version"] == "2" and staged.json()["outputs"] == [[21.0, 22.0]]
 
 
-def test_same_input_spelled_differently_hits(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_same_input_spelled_differently_hits(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 1.0)
     client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
     first = client.post("/models/m/predict", content=b'{"inputs": [[1.0, 2.5]]}')
@@ -67,7 +69,7 @@ def test_same_input_spelled_differently_hits(client: TestClient, make_model) -> 
         assert response.content == first.content
 
 
-def test_named_inputs_answer_with_named_outputs(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_named_inputs_answer_with_named_outputs(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 1.0)
     client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
     unnamed = _predict(client).json()
@@ -75,7 +77,7 @@ def test_named_inputs_answer_with_named_outputs(client: TestClient, make_model) 
     assert unnamed["outputs"] == [[2.0, 3.0]] and named["outputs"] == {"y": [[2.0, 3.0]]}
 
 
-def test_cache_control_skips_the_read_or_the_write(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_cache_control_skips_the_read_or_the_write(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 1.0)
     client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
     assert _predict(client, **{"Cache-Control": "no-store"}).headers["x-cache"] == "miss"
@@ -84,14 +86,14 @@ def test_cache_control_skips_the_read_or_the_write(client: TestClient, make_mode
     assert _predict(client).headers["x-cache"] == "hit"
 
 
-def test_a_model_with_ttl_zero_is_never_cached(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_a_model_with_ttl_zero_is_never_cached(client: TestClient, make_model: MakeModel) -> None:
     make_model("fraud", 1.0, cache_ttl_seconds=0)
     client.post("/admin/models/fraud/promote", headers=AUTH, json={"version": 1})
     for _ in range(2):
         assert _predict(client, "/models/fraud/predict").headers["x-cache"] == "bypass"
 
 
-def test_wrong_input_is_422_saying_what_was_expected(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_wrong_input_is_422_saying_what_was_expected(client: TestClient, make_model: MakeModel) -> None:
     make_model("m", 1.0)
     client.post("/admin/models/m/promote", headers=AUTH, json={"version": 1})
     cases = [
@@ -107,7 +109,7 @@ def test_wrong_input_is_422_saying_what_was_expected(client: TestClient, make_mo
     assert client.post("/models/m/predict", content=b"{oops").status_code == 422
 
 
-def test_unknown_model_and_unpromoted_model(client: TestClient, make_model) -> None:  # noqa: ANN001
+def test_unknown_model_and_unpromoted_model(client: TestClient, make_model: MakeModel) -> None:
     assert _predict(client, "/models/ghost/predict").status_code == 404
     make_model("m", 1.0)
     response = _predict(client)

@@ -4,7 +4,9 @@ broken uploads end ``failed`` with a reason a user understands, and change nothi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,9 @@ from tests.fixtures import tiny_models
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+# The tiny model in each format, by format name.
+Artifacts = dict[str, tiny_models.TinyModel]
+
 
 @pytest.fixture
 def settings(tmp_path: Path, sqlite_url: str) -> Settings:
@@ -25,7 +30,7 @@ def settings(tmp_path: Path, sqlite_url: str) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tiny_models.TinyModel]:
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     folder = tmp_path_factory.mktemp("tiny")
     return {"torchscript": tiny_models.build_torchscript(folder / "tiny.pt"),
             "pt2": tiny_models.build_pt2(folder / "tiny.pt2"),
@@ -40,7 +45,7 @@ def _serve(client: TestClient, name: str, runtime: str, model: tiny_models.TinyM
     return response.json()
 
 
-def test_the_same_model_in_three_formats_gives_the_same_answers(client: TestClient, artifacts) -> None:  # noqa: ANN001
+def test_the_same_model_in_three_formats_gives_the_same_answers(client: TestClient, artifacts: Artifacts) -> None:
     x = tiny_models.sample_input(5)
     answers = {}
     for fmt, runtime in (("torchscript", "pytorch"), ("pt2", "pytorch"), ("onnx", "onnx")):
@@ -54,7 +59,7 @@ def test_the_same_model_in_three_formats_gives_the_same_answers(client: TestClie
         np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=fmt)
 
 
-def test_onnx_signature_keeps_the_dynamic_batch_axis(client: TestClient, artifacts) -> None:  # noqa: ANN001
+def test_onnx_signature_keeps_the_dynamic_batch_axis(client: TestClient, artifacts: Artifacts) -> None:
     model = artifacts["onnx"]
     version = _serve(client, "tiny", "onnx", tiny_models.TinyModel(model.path, "onnx", signature=None))  # type: ignore[arg-type]
     assert version["signature"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 4]}]
@@ -76,7 +81,8 @@ def test_onnx_signature_keeps_the_dynamic_batch_axis(client: TestClient, artifac
                     "outputs": [{"name": "y", "dtype": "float32", "shape": [None, 3]}]}}, "image"),
 ])
 def test_a_broken_upload_ends_failed_with_a_reason_and_changes_nothing(
-        client: TestClient, artifacts, runtime: str, filename: str, make, metadata, message: str) -> None:  # noqa: ANN001
+        client: TestClient, artifacts: Artifacts, runtime: str, filename: str, make: Callable[[Artifacts], bytes],
+        metadata: dict[str, Any] | None, message: str) -> None:
     assert client.post("/admin/models", json={"name": "m", "runtime": runtime}, headers=AUTH).status_code == 201
     response = upload(client, "m", make(artifacts), metadata, filename=filename)
     assert response.status_code in (201, 422), response.text

@@ -68,8 +68,12 @@ class Replica:
         self.process = None
 
 
+# The type of the ``start_replicas`` fixture: start_replicas(n, database_url=..., redis_url=..., **env).
+StartReplicas = Callable[..., list[Replica]]
+
+
 @pytest.fixture
-def start_replicas(tmp_path: Path) -> Iterator[Callable[..., list[Replica]]]:
+def start_replicas(tmp_path: Path) -> Iterator[StartReplicas]:
     """Start N replicas sharing one database, one Redis and one artifact folder."""
     started: list[Replica] = []
 
@@ -77,8 +81,8 @@ def start_replicas(tmp_path: Path) -> Iterator[Callable[..., list[Replica]]]:
                **extra: str) -> list[Replica]:
         env = {**os.environ, "MODELREG_DATABASE_URL": database_url, "MODELREG_ADMIN_TOKEN": TOKEN,
                "MODELREG_DATA_DIR": str(tmp_path / "data"), "MODELREG_AUTO_MIGRATE": "true",
-               "MODELREG_POLL_INTERVAL_SECONDS": "0.5", "MODELREG_CACHE_PREFIX": f"modelreg-test-{uuid.uuid4().hex[:8]}",
-               "MODELREG_PLUGINS": "echo", **extra}
+               "MODELREG_POLL_INTERVAL_SECONDS": "0.5",
+               "MODELREG_CACHE_PREFIX": f"modelreg-test-{uuid.uuid4().hex[:8]}", "MODELREG_PLUGINS": "echo", **extra}
         if redis_url is not None:
             env["MODELREG_REDIS_URL"] = redis_url
         replicas = [Replica(env, tmp_path / f"replica-{len(started) + i}.log", cli=cli) for i in range(n)]

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import AUTH
+from tests.e2e.conftest import StartReplicas
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def _register(url: str, artifact: bytes, **policy: object) -> None:
 
 
 def test_64_concurrent_distinct_requests_share_batches_and_each_gets_its_own_row(
-        start_replicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     counter = tmp_path / "executions.log"
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url,
                                 MODELREG_ECHO_COUNTER_FILE=str(counter))
@@ -60,19 +61,20 @@ def test_64_concurrent_distinct_requests_share_batches_and_each_gets_its_own_row
     assert max(rows) > 1 and len(rows) < 64, f"the model saw batches of {rows}"
 
     after = _metrics(replica.url)
-    passes = _value(after, "modelreg_batch_size_count", model="batched") - _value(before, "modelreg_batch_size_count", model="batched")
-    batched_rows = _value(after, "modelreg_batch_size_sum", model="batched") - _value(before, "modelreg_batch_size_sum", model="batched")
+
+    def moved(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    passes = moved("modelreg_batch_size_count", model="batched")
+    batched_rows = moved("modelreg_batch_size_sum", model="batched")
     assert (passes, batched_rows) == (len(rows), 64)
-    requests = _value(after, "modelreg_requests_total", model="batched", route="/models/{name}/predict", status="200",
-                      version="1") - _value(before, "modelreg_requests_total", model="batched",
-                                            route="/models/{name}/predict", status="200", version="1")
-    assert requests == 64
-    misses = _value(after, "modelreg_request_seconds_count", cache="miss") - _value(before, "modelreg_request_seconds_count", cache="miss")
-    assert misses >= 64
+    assert moved("modelreg_requests_total", model="batched", route="/models/{name}/predict", status="200",
+                 version="1") == 64
+    assert moved("modelreg_request_seconds_count", cache="miss") >= 64
 
 
 def test_a_bad_request_is_refused_before_batching_and_never_fails_its_neighbours(
-        start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     _register(replica.url, b'{"offset": 1.0, "delay_ms": 20, "width": 2}')
 
@@ -87,7 +89,7 @@ def test_a_bad_request_is_refused_before_batching_and_never_fails_its_neighbours
 
 
 def test_a_runtime_failure_fails_its_batch_with_the_reason_and_the_server_keeps_serving(
-        start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     # Passes the upload's smoke inference (zeros), then raises on any input holding 13.
     _register(replica.url, b'{"offset": 1.0, "delay_ms": 20, "fail_on": 13.0}')
@@ -105,7 +107,7 @@ def test_a_runtime_failure_fails_its_batch_with_the_reason_and_the_server_keeps_
 
 
 def test_metrics_parse_and_move_with_requests_hits_and_promotions(
-        start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     _register(replica.url, b'{"offset": 1.0}')
     before = _metrics(replica.url)
@@ -113,7 +115,8 @@ def test_metrics_parse_and_move_with_requests_hits_and_promotions(
         assert httpx.post(f"{replica.url}/models/batched/predict", json={"inputs": [[3.0, 4.0]]}).status_code == 200
     assert httpx.post(f"{replica.url}/models/nope/predict", json={"inputs": [[3.0]]}).status_code == 404
     with httpx.Client(base_url=replica.url, headers=AUTH, timeout=30) as admin:
-        assert admin.post("/admin/models/batched/versions", files={"artifact": ("b.json", b'{"offset": 2.0}')}).status_code == 201
+        upload = admin.post("/admin/models/batched/versions", files={"artifact": ("b.json", b'{"offset": 2.0}')})
+        assert upload.status_code == 201
         assert admin.post("/admin/models/batched/promote", json={"version": 2}).status_code == 200
         assert admin.post("/admin/models/batched/rollback", json={}).status_code == 200
     after = _metrics(replica.url)

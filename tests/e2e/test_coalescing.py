@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import AUTH
-from tests.e2e.conftest import create_echo_model
+from tests.e2e.conftest import StartReplicas, create_echo_model
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ async def _burst(urls: list[str], n: int) -> list[httpx.Response]:
 
 @pytest.mark.parametrize("replica_count", [1, 2])
 def test_hundred_concurrent_identical_requests_run_the_model_once(
-        start_replicas, postgres_url: str, redis_url: str, tmp_path: Path, replica_count: int) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str, tmp_path: Path, replica_count: int) -> None:
     counter = tmp_path / "executions.log"
     replicas = start_replicas(replica_count, database_url=postgres_url, redis_url=redis_url,
                               MODELREG_ECHO_COUNTER_FILE=str(counter))
@@ -47,7 +47,7 @@ def test_hundred_concurrent_identical_requests_run_the_model_once(
     assert len(counter.read_text().splitlines()) - before == 1
 
 
-def test_create_echo_model_helper_counts(start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+def test_create_echo_model_helper_counts(start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     create_echo_model(replica.url, "m", [1.0, 2.0])
     versions = httpx.get(f"{replica.url}/admin/models/m/versions", headers=AUTH).json()

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.api.conftest import AUTH
-from tests.e2e.conftest import create_echo_model
+from tests.e2e.conftest import StartReplicas, create_echo_model
 from tests.e2e.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def _predict(client: httpx.Client, x: float) -> tuple[int, int, object]:
 
 
 def test_with_the_database_cut_predict_serves_admin_says_503_and_both_recover_without_a_restart(
-        proxied_postgres: tuple[TcpProxy, str], start_replicas, redis_url: str) -> None:  # noqa: ANN001
+        proxied_postgres: tuple[TcpProxy, str], start_replicas: StartReplicas, redis_url: str) -> None:
     proxy, database_url = proxied_postgres  # set up first, so the replica stops before the proxy does
     (replica,) = start_replicas(1, database_url=database_url, redis_url=redis_url)
     create_echo_model(replica.url, "m", OFFSETS)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import AUTH, TOKEN, echo_artifact
-from tests.e2e.conftest import create_echo_model
+from tests.e2e.conftest import StartReplicas, create_echo_model
 
 pytestmark = pytest.mark.slow
 BOUNDARY = "modelreg-test-boundary"
@@ -36,7 +36,7 @@ def _send_half_an_upload_and_hang_up(port: int, model: str, size: int) -> None:
 
 
 def test_an_upload_cut_half_way_leaves_no_version_no_file_and_the_server_serving(
-        start_replicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     create_echo_model(replica.url, "m", [1.0])
     artifacts = tmp_path / "data" / "artifacts"

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import AUTH
+from tests.e2e.conftest import StartReplicas
 
 pytestmark = pytest.mark.slow
 SIZE = 200 * 1024 * 1024
@@ -20,7 +21,7 @@ def _peak_rss_kib(pid: int) -> int:
 
 
 def test_a_200_mb_upload_is_stored_by_its_digest_without_sitting_in_memory(
-        start_replicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     assert replica.process is not None
     big = tmp_path / "big.bin"

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from tests.api.conftest import AUTH
-from tests.e2e.conftest import Replica, create_echo_model
+from tests.conftest import RedisProcess
+from tests.e2e.conftest import Replica, StartReplicas, create_echo_model
 
 pytestmark = pytest.mark.slow
 OFFSETS = [1000.0, 2000.0]  # version v answers x + 1000 * v
@@ -47,7 +48,7 @@ def _wait_for_version(replica: Replica, version: int, within: float = 2.0) -> No
 
 
 def test_after_flushall_and_a_redis_restart_replicas_serve_the_version_sql_says(
-        start_replicas, postgres_url: str, redis_process) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_process: RedisProcess) -> None:
     # No first level: every hit must come from Redis itself, so a stale namespace there would show.
     restarted, steady = start_replicas(2, database_url=postgres_url, redis_url=redis_process.url,
                                        MODELREG_FIRST_LEVEL_BYTES="0")

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.api.conftest import AUTH
-from tests.e2e.conftest import Replica, create_echo_model
+from tests.conftest import RedisProcess
+from tests.e2e.conftest import Replica, StartReplicas, create_echo_model
 
 pytestmark = pytest.mark.slow
 OFFSETS = [1000.0, 2000.0]  # version v answers x + 1000 * v
@@ -33,7 +34,7 @@ def _wait_for_hits(replica: Replica, version: int, since: float, within: float =
 
 
 def test_killing_redis_under_load_and_promotions_gives_no_5xx_no_wrong_version_and_hits_resume(
-        start_replicas, postgres_url: str, redis_process) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_process: RedisProcess) -> None:
     replicas = start_replicas(2, database_url=postgres_url, redis_url=redis_process.url,
                               MODELREG_FIRST_LEVEL_BYTES="0")  # every hit must come from Redis itself
     create_echo_model(replicas[0].url, "m", OFFSETS)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import AUTH
-from tests.e2e.conftest import create_echo_model
+from tests.e2e.conftest import StartReplicas, create_echo_model
 
 pytestmark = pytest.mark.slow
 OFFSETS = [1000.0, 2000.0, 3000.0, 4000.0]  # version v answers x + 1000 * v
@@ -22,7 +22,7 @@ def _promote(url: str, version: int) -> None:
 
 
 def test_promotions_every_200ms_under_load_never_give_a_cross_version_answer(
-        start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     replicas = start_replicas(3, database_url=postgres_url, redis_url=redis_url)
     create_echo_model(replicas[0].url, "m", OFFSETS)
     _promote(replicas[0].url, 1)
@@ -61,7 +61,8 @@ def test_promotions_every_200ms_under_load_never_give_a_cross_version_answer(
     assert len({v for _, v in seen}) == len(OFFSETS), "the load loop saw every version"
 
 
-def test_every_replica_switches_within_one_second(start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+def test_every_replica_switches_within_one_second(
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     replicas = start_replicas(3, database_url=postgres_url, redis_url=redis_url,
                               MODELREG_POLL_INTERVAL_SECONDS="30")  # pub/sub alone must do it
     create_echo_model(replicas[0].url, "m", OFFSETS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import register_echo
+from tests.e2e.conftest import StartReplicas, register_echo
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def _threads_and_rss(pid: int) -> tuple[int, int]:
 
 
 def test_a_hanging_model_times_out_with_504_naming_it_while_another_model_serves(
-        start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url,
                                 MODELREG_INFERENCE_TIMEOUT_SECONDS="0.5", MODELREG_INFERENCE_THREADS="2")
     register_echo(replica.url, "hangs", b'{"offset": 1.0, "hang_on": 7.0, "hang_ms": 3000}')
@@ -45,7 +45,7 @@ def test_a_hanging_model_times_out_with_504_naming_it_while_another_model_serves
 
 
 def test_a_thousand_runtime_failures_answer_500_and_leak_neither_threads_nor_memory(
-        start_replicas, postgres_url: str, redis_url: str) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str) -> None:
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url)
     assert replica.process is not None
     register_echo(replica.url, "raises", b'{"offset": 1.0, "fail_on": 13.0}')

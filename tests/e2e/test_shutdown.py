@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import echo_artifact
-from tests.e2e.conftest import Replica, register_echo
+from tests.e2e.conftest import Replica, StartReplicas, register_echo
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def _refused(url: str) -> bool:
 
 
 def test_sigterm_finishes_the_request_in_flight_refuses_new_connections_unloads_and_exits_0(
-        start_replicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     counter = tmp_path / "executions"
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url, cli=True,
                                 MODELREG_SHUTDOWN_GRACE_SECONDS="10", MODELREG_ECHO_COUNTER_FILE=str(counter))
@@ -81,7 +81,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_connections_unloads_
 
 
 def test_sigterm_with_a_hung_model_exits_0_after_the_grace_period_instead_of_waiting_for_it(
-        start_replicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: ANN001
+        start_replicas: StartReplicas, postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     counter = tmp_path / "executions"
     (replica,) = start_replicas(1, database_url=postgres_url, redis_url=redis_url, cli=True,
                                 MODELREG_SHUTDOWN_GRACE_SECONDS="1", MODELREG_INFERENCE_TIMEOUT_SECONDS="120",

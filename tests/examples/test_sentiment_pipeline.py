@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 pytest.importorskip("modelreg_text_embedding")
 pytest.importorskip("sklearn")
 
-from modelreg_text_embedding.pack import read_pack, write_pack  # noqa: E402
+from modelreg_text_embedding.pack import read_pack, write_pack
 
-from modelreg.api.app import create_app  # noqa: E402
-from modelreg.api.settings import Settings  # noqa: E402
-from tests.examples.conftest import EXAMPLE  # noqa: E402
+from modelreg.api.app import create_app
+from modelreg.api.settings import Settings
+from tests.examples.conftest import EXAMPLE
 
 AUTH = {"Authorization": "Bearer t"}
 UNSEEN = {"Honestly one of the nicest evenings I have had in ages.": 1,

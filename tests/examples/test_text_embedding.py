@@ -18,13 +18,14 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 pytest.importorskip("modelreg_text_embedding")
 
-from modelreg_text_embedding.pack import MEMBERS, PackConfig, read_pack, write_pack  # noqa: E402
-from modelreg_text_embedding.payload import MAX_CHARS, MAX_TEXTS, decode_texts  # noqa: E402
-from modelreg_text_embedding.runtime import SentenceEmbeddingModel, SentenceEmbeddingRuntime  # noqa: E402
-from modelreg.plugins.base import LoadOptions, PluginError  # noqa: E402
-from modelreg.plugins.discovery import discover  # noqa: E402
-from modelreg.plugins.validation import validate  # noqa: E402
-from tests.examples.conftest import require  # noqa: E402
+from modelreg_text_embedding.pack import MEMBERS, PackConfig, read_pack, write_pack
+from modelreg_text_embedding.payload import MAX_CHARS, MAX_TEXTS, decode_texts
+from modelreg_text_embedding.runtime import SentenceEmbeddingModel, SentenceEmbeddingRuntime
+
+from modelreg.plugins.base import LoadOptions, PluginError
+from modelreg.plugins.discovery import discover
+from modelreg.plugins.validation import validate
+from tests.examples.conftest import require
 
 Reference = Callable[[list[str]], np.ndarray]
 OPTIONS = LoadOptions(format="text-embedding")
@@ -72,7 +73,7 @@ def test_embeddings_match_sentence_transformers(model: SentenceEmbeddingModel, r
     embeddings = model.predict(model.decode(SENTENCES))["embedding"]
     assert embeddings.dtype == np.float32 and embeddings.shape == (len(SENTENCES), 384)
     cosines = _cosines(embeddings, reference(SENTENCES))
-    assert cosines.min() >= 0.999, dict(zip(SENTENCES, cosines.round(6)))
+    assert cosines.min() >= 0.999, dict(zip(SENTENCES, cosines.round(6), strict=True))
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 

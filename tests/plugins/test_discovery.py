@@ -15,7 +15,6 @@ import pytest
 from modelreg.plugins.base import PluginError
 from modelreg.plugins.devices import cuda_device_count
 from modelreg.plugins.discovery import PluginSet, PluginStatus, discover
-
 from tests.fixtures.distributions import WriteDistribution
 
 

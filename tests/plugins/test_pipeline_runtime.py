@@ -9,7 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelreg.plugins.base import NO_DEVICE, LoadOptions, PluginError, Signature, StageRef, TensorSpec, resolve_device, stages_of
+from modelreg.plugins.base import (
+    NO_DEVICE,
+    LoadOptions,
+    PluginError,
+    Signature,
+    StageRef,
+    TensorSpec,
+    resolve_device,
+    stages_of,
+)
 from modelreg.plugins.discovery import PluginSet
 from modelreg.plugins.pipeline_runtime import MAX_STAGES, PipelineRuntime
 from modelreg.plugins.validation import validate
@@ -44,7 +53,8 @@ def test_runs_nothing_itself(tmp_path: Path) -> None:
 
 def test_signature_is_the_one_recorded_at_upload(tmp_path: Path) -> None:
     path = document(tmp_path, {"stages": [{"model": "a"}]})
-    assert PipelineRuntime().load(path, NO_DEVICE, LoadOptions(format="pipeline", signature=SIGNATURE)).signature == SIGNATURE
+    model = PipelineRuntime().load(path, NO_DEVICE, LoadOptions(format="pipeline", signature=SIGNATURE))
+    assert model.signature == SIGNATURE
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -55,7 +65,8 @@ def test_signature_is_the_one_recorded_at_upload(tmp_path: Path) -> None:
     ({"stages": ["a"]}, 'stage 1 must be an object with "model" and optionally "alias" or "version"'),
     ({"stages": [{"model": "a", "when": "always"}]}, 'stage 1 must be an object with "model"'),
     ({"stages": [{"model": "a b"}]}, "stage 1: model 'a b' is not a model name"),
-    ({"stages": [{"model": "a"}, {"model": "b", "alias": "x", "version": 1}]}, 'stage 2 \\(b\\): give "alias" or "version", not both'),
+    ({"stages": [{"model": "a"}, {"model": "b", "alias": "x", "version": 1}]},
+     'stage 2 \\(b\\): give "alias" or "version", not both'),
     ({"stages": [{"model": "a", "version": 0}]}, "stage 1 \\(a\\): version must be a positive integer, not 0"),
     ({"stages": [{"model": "a", "alias": "a/b"}]}, "stage 1 \\(a\\): alias 'a/b' is not an alias name"),
 ])

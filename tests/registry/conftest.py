@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelreg.registry import LocalArtifactStore, RegistryService, VersionRecord
-from modelreg.registry import schema
+from modelreg.registry import LocalArtifactStore, RegistryService, VersionRecord, schema
 from modelreg.registry.db import make_engine, make_sessions
 
 
@@ -19,8 +18,12 @@ def registry(database_url: str, tmp_path: Path) -> Iterator[RegistryService]:
     engine.dispose()
 
 
+# The type of the ``upload`` fixture, for the tests that take it.
+Upload = Callable[..., VersionRecord]
+
+
 @pytest.fixture
-def upload(registry: RegistryService) -> Callable[..., VersionRecord]:
+def upload(registry: RegistryService) -> Upload:
     """Upload a small artifact (distinct bytes per call unless given) as ``alice``."""
     counter = iter(range(10**6))
 

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelreg.registry import Conflict, Invalid, NotFound, TokenService
-from modelreg.registry import schema
+from modelreg.registry import Conflict, Invalid, NotFound, TokenService, schema
 from modelreg.registry.db import make_engine, make_sessions
 from modelreg.registry.tokens import hash_secret
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from modelreg.registry import RegistryService
+from tests.registry.conftest import Upload
 
 
-def test_history_records_every_change_in_order_with_its_actor(registry: RegistryService, upload) -> None:
+def test_history_records_every_change_in_order_with_its_actor(registry: RegistryService, upload: Upload) -> None:
     registry.create_model("m", "onnx", actor="alice")
     upload("m"), upload("m")
     registry.promote("m", 1, actor="alice")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelreg.registry import Conflict, Invalid, NotFound, RegistryService
+from tests.registry.conftest import Upload
 
 
 def test_create_then_get_returns_the_model_with_its_policy(registry: RegistryService) -> None:
@@ -56,7 +57,7 @@ def test_update_refuses_bad_policy(registry: RegistryService) -> None:
     assert registry.get_model("m").device is None
 
 
-def test_delete_removes_the_model_and_its_name_can_be_reused(registry: RegistryService, upload) -> None:
+def test_delete_removes_the_model_and_its_name_can_be_reused(registry: RegistryService, upload: Upload) -> None:
     registry.create_model("m", "onnx", actor="alice")
     upload("m")
     registry.delete_model("m", actor="alice")

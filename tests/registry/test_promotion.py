@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import pytest
 
 from modelreg.registry import Conflict, Invalid, NotFound, RegistryService, Validated
+from tests.registry.conftest import Upload
 
 
 @pytest.fixture
-def three_versions(registry: RegistryService, upload) -> RegistryService:
+def three_versions(registry: RegistryService, upload: Upload) -> RegistryService:
     registry.create_model("m", "onnx", actor="alice")
     for _ in range(3):
         upload("m")
@@ -70,7 +72,7 @@ def test_unknown_version_cannot_be_promoted(three_versions: RegistryService) -> 
     assert three_versions.get_model("m").generation == 1
 
 
-def test_a_failed_version_is_never_promoted(database_url: str, tmp_path) -> None:  # noqa: ANN001
+def test_a_failed_version_is_never_promoted(database_url: str, tmp_path: Path) -> None:
     from modelreg.registry import LocalArtifactStore, schema
     from modelreg.registry.db import make_engine, make_sessions
 
@@ -86,7 +88,8 @@ def test_a_failed_version_is_never_promoted(database_url: str, tmp_path) -> None
     engine.dispose()
 
 
-def test_aliases_point_at_ready_versions_but_production_moves_only_by_promotion(three_versions: RegistryService) -> None:
+def test_aliases_point_at_ready_versions_but_production_moves_only_by_promotion(
+        three_versions: RegistryService) -> None:
     assert three_versions.set_alias("m", "staging", 2, actor="alice").aliases == {"staging": 2}
     assert three_versions.resolve("m", alias="staging").version == 2
     with pytest.raises(Invalid, match="only through /promote"):

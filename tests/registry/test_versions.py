@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelreg.registry import NotFound, RegistryService, TooLarge, Validated
+from modelreg.registry import NotFound, RegistryService, StoredArtifact, TooLarge, Validated
+from tests.registry.conftest import Upload
 
 
-def test_versions_are_numbered_from_one_per_model(registry: RegistryService, upload) -> None:
+def test_versions_are_numbered_from_one_per_model(registry: RegistryService, upload: Upload) -> None:
     registry.create_model("a", "onnx", actor="alice")
     registry.create_model("b", "onnx", actor="alice")
     assert [upload("a").version, upload("a").version, upload("b").version] == [1, 2, 1]
 
 
-def test_artifact_is_stored_by_its_sha256_and_deduplicated(registry: RegistryService, upload) -> None:
+def test_artifact_is_stored_by_its_sha256_and_deduplicated(registry: RegistryService, upload: Upload) -> None:
     registry.create_model("m", "onnx", actor="alice")
     first, second = upload("m", b"same bytes"), upload("m", b"same bytes")
     assert first.sha256 == second.sha256 == hashlib.sha256(b"same bytes").hexdigest()
@@ -77,7 +80,8 @@ def test_a_failed_validation_is_kept_as_a_failed_version_with_its_reason(databas
     from modelreg.registry import LocalArtifactStore, schema
     from modelreg.registry.db import make_engine, make_sessions
 
-    def refuse(runtime, artifact, filename, metadata, device) -> Validated:  # noqa: ANN001
+    def refuse(runtime: str, artifact: StoredArtifact, filename: str | None, metadata: Mapping[str, Any],
+               device: str | None) -> Validated:
         return Validated(format="onnx", signature=None, error="not an ONNX model: protobuf parsing failed")
 
     schema.upgrade(database_url)
@@ -89,7 +93,7 @@ def test_a_failed_validation_is_kept_as_a_failed_version_with_its_reason(databas
     engine.dispose()
 
 
-def test_metadata_is_kept_apart_from_signature_and_format(registry: RegistryService, upload) -> None:
+def test_metadata_is_kept_apart_from_signature_and_format(registry: RegistryService, upload: Upload) -> None:
     registry.create_model("m", "onnx", actor="alice")
     record = upload("m", signature={"inputs": [], "outputs": []}, accuracy=0.93)
     got = registry.get_version("m", record.version)

@@ -10,15 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from modelreg.plugins.base import Signature, TensorSpec
 from modelreg.serving.batching import Batcher
 from modelreg.serving.errors import ModelFailed, Overloaded
-from modelreg.plugins.base import Signature, TensorSpec
 
 
 class RowModel:
     """y = 10 * x; records the rows of every pass and which thread ran it."""
 
-    signature = Signature(inputs=(TensorSpec("x", "float32", (None, 2)),), outputs=(TensorSpec("y", "float32", (None, 2)),))
+    signature = Signature(inputs=(TensorSpec("x", "float32", (None, 2)),),
+                          outputs=(TensorSpec("y", "float32", (None, 2)),))
 
     def __init__(self, delay: float = 0.01, fail_on: float | None = None, rows_out: int | None = None) -> None:
         self.passes: list[int] = []
@@ -47,7 +48,8 @@ def _row(i: int, width: int = 2) -> dict[str, np.ndarray]:
     return {"x": np.full((1, width), i, dtype=np.float32)}
 
 
-async def _gather(batcher: Batcher, model: RowModel, inputs: list[dict[str, np.ndarray]], **policy: object) -> list[object]:
+async def _gather(batcher: Batcher, model: RowModel, inputs: list[dict[str, np.ndarray]],
+                  **policy: object) -> list[object]:
     options = {"batched": True, "max_batch_size": 16, "max_delay_ms": 20.0, **policy}
     return await asyncio.gather(*(batcher.run("m", "m:1", model, x, **options) for x in inputs),  # type: ignore[arg-type]
                                 return_exceptions=True)
@@ -87,7 +89,8 @@ def test_a_failing_pass_fails_only_its_own_requests_with_the_reason() -> None:
 
     first, second = asyncio.run(scenario())
     failures = [r for r in first if isinstance(r, Exception)]
-    assert failures and all(isinstance(f, ModelFailed) and "m:1 failed: RuntimeError: cannot take 3" in str(f) for f in failures)
+    assert failures and all(isinstance(f, ModelFailed) and "m:1 failed: RuntimeError: cannot take 3" in str(f)
+                            for f in failures)
     assert isinstance(first[3], ModelFailed)
     assert all(isinstance(r, dict) for r in second)  # the lane keeps serving
 

@@ -94,7 +94,8 @@ def test_late_failures_do_not_extend_the_open_period() -> None:
     assert breaker.allow()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"failure_threshold": 0}, "failure_threshold"), ({"reset_after_seconds": 0}, "reset_after_seconds")])
+@pytest.mark.parametrize(("kwargs", "message"), [({"failure_threshold": 0}, "failure_threshold"),
+                                                 ({"reset_after_seconds": 0}, "reset_after_seconds")])
 def test_refuses_nonsense_settings(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CircuitBreaker(**kwargs)  # type: ignore[arg-type]

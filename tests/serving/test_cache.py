@@ -134,7 +134,8 @@ def test_no_store_reads_but_never_writes(redis_url: str, key_prefix: str) -> Non
 def test_no_cache_and_no_store_together_is_a_bypass(redis_url: str, key_prefix: str) -> None:
     async def scenario() -> None:
         cache, model, key = new_cache(redis_url), Model(), key_for(key_prefix)
-        assert await cache.get_or_compute(key, model, ttl_seconds=30, read=False, write=False) == (model.value, "bypass")
+        answer = await cache.get_or_compute(key, model, ttl_seconds=30, read=False, write=False)
+        assert answer == (model.value, "bypass")
         await close(cache)
 
     asyncio.run(scenario())

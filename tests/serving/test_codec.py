@@ -41,7 +41,8 @@ def test_named_inputs_are_decoded_in_signature_order() -> None:
 
 
 def test_text_bool_and_small_ints() -> None:
-    decoded = decode_json_inputs(b'{"inputs": {"t": ["hi", "there"], "flag": true, "n": [[1, 2.0], [-128, 127]]}}', MIXED)
+    decoded = decode_json_inputs(b'{"inputs": {"t": ["hi", "there"], "flag": true, "n": [[1, 2.0], [-128, 127]]}}',
+                                 MIXED)
     assert decoded.arrays["t"].dtype == object and decoded.arrays["t"].tolist() == ["hi", "there"]
     assert decoded.arrays["flag"].shape == () and bool(decoded.arrays["flag"]) is True
     assert decoded.arrays["n"].dtype == np.int8
@@ -49,7 +50,8 @@ def test_text_bool_and_small_ints() -> None:
 
 def test_digest_ignores_whitespace_key_order_and_int_or_float_spelling() -> None:
     assert digest(b'{"inputs": [[1, 2, 3, 4]]}') == digest(b'{ "inputs" :\n[[1.0,2.0,  3,4.0]] }')
-    assert digest(b'{"inputs": {"a": [[1, 2]], "b": [3]}}', TWO) == digest(b'{"inputs": {"b": [3.0], "a": [[1.0, 2]]}}', TWO)
+    assert (digest(b'{"inputs": {"a": [[1, 2]], "b": [3]}}', TWO)
+            == digest(b'{"inputs": {"b": [3.0], "a": [[1.0, 2]]}}', TWO))
     assert digest(b'{"inputs": [[1, 2, 3, 4]]}') == digest(b'{"inputs": {"x": [[1, 2, 3, 4]]}}')
 
 
@@ -62,7 +64,8 @@ def test_digest_differs_for_dtype_shape_values_and_names() -> None:
 
 
 def test_text_digest_is_unambiguous() -> None:
-    assert input_digest({"t": np.array(["ab", "c"], dtype=object)}) != input_digest({"t": np.array(["a", "bc"], dtype=object)})
+    assert (input_digest({"t": np.array(["ab", "c"], dtype=object)})
+            != input_digest({"t": np.array(["a", "bc"], dtype=object)}))
     assert input_digest({"t": np.array(["ab"], dtype=object)}) == input_digest({"t": np.array(["ab"])})
 
 
@@ -79,7 +82,8 @@ def test_digest_does_not_depend_on_memory_layout() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b'{"inputs": [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]}', "input 'x': expected float32 with shape [batch, 4], got shape [2, 5]"),
+        (b'{"inputs": [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]}',
+         "input 'x': expected float32 with shape [batch, 4], got shape [2, 5]"),
         (b'{"inputs": [1, 2, 3, 4]}', "input 'x': expected float32 with shape [batch, 4], got shape [4]"),
         (b'{"inputs": [[1, 2, 3, 4], [1, 2]]}', "got nested lists of different lengths or depths"),
         (b'{"inputs": [[1, 2, 3, 4], 5]}', "got nested lists of different lengths or depths"),
@@ -92,7 +96,8 @@ def test_digest_does_not_depend_on_memory_layout() -> None:
         (b"not json", 'request body is not valid JSON ('),
         (b"not json", '); send {"inputs": <nested list>} or {"inputs": {"x": <nested list>}}'),
         (b"", "request body is not valid JSON"),
-        (b'{"input": [[1, 2, 3, 4]]}', 'request body has no "inputs" field; send {"inputs": <nested list>} or {"inputs": {"x": <nested list>}}'),
+        (b'{"input": [[1, 2, 3, 4]]}',
+         'request body has no "inputs" field; send {"inputs": <nested list>} or {"inputs": {"x": <nested list>}}'),
         (b"[[1, 2, 3, 4]]", 'request body has no "inputs" field'),
         (b'{"inputs": {"z": [[1, 2, 3, 4]]}}', "inputs do not match the model (missing 'x'; unknown 'z')"),
     ],
@@ -107,10 +112,13 @@ def test_decode_errors_say_what_was_expected(body: bytes, message: str) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b'{"inputs": [[1, 2]]}', "this model takes 2 inputs ('a', 'b'); send {\"inputs\": {\"a\": <nested list>, \"b\": <nested list>}}"),
+        (b'{"inputs": [[1, 2]]}',
+         "this model takes 2 inputs ('a', 'b'); send {\"inputs\": {\"a\": <nested list>, \"b\": <nested list>}}"),
         (b'{"inputs": {"a": [[1, 2]]}}', "missing 'b'"),
-        (b'{"inputs": {"a": [[1, 2]], "b": [1.5]}}', "input 'b': expected int64 with shape [batch], got a non-integral number (1.5)"),
-        (b'{"inputs": {"a": [[1, 2]], "b": [1, 2]}}', "inputs must share their first (batch) dimension, got 'a': 1, 'b': 2"),
+        (b'{"inputs": {"a": [[1, 2]], "b": [1.5]}}',
+         "input 'b': expected int64 with shape [batch], got a non-integral number (1.5)"),
+        (b'{"inputs": {"a": [[1, 2]], "b": [1, 2]}}',
+         "inputs must share their first (batch) dimension, got 'a': 1, 'b': 2"),
     ],
 )
 def test_multi_input_errors(body: bytes, message: str) -> None:
@@ -123,11 +131,14 @@ def test_multi_input_errors(body: bytes, message: str) -> None:
     ("inputs", "message"),
     [
         ({"t": [1], "flag": True, "n": [[1]]}, "input 't': expected text with shape [batch], got a number (1)"),
-        ({"t": ["a"], "flag": 1, "n": [[1]]}, "input 'flag': expected bool with shape [], got numbers (true/false expected)"),
+        ({"t": ["a"], "flag": 1, "n": [[1]]},
+         "input 'flag': expected bool with shape [], got numbers (true/false expected)"),
         ({"t": ["a"], "flag": [True], "n": [[1]]}, "input 'flag': expected bool with shape [], got shape [1]"),
-        ({"t": ["a"], "flag": True, "n": [[300]]}, "input 'n': expected int8 with shape [batch, *], got a number out of range for int8"),
+        ({"t": ["a"], "flag": True, "n": [[300]]},
+         "input 'n': expected int8 with shape [batch, *], got a number out of range for int8"),
         ({"t": ["a"], "flag": True, "n": [[2**62]]}, "got a number out of range for int8"),
-        ({"t": [["a"], "b"], "flag": True, "n": [[1]]}, "input 't': expected text with shape [batch], got nested lists"),
+        ({"t": [["a"], "b"], "flag": True, "n": [[1]]},
+         "input 't': expected text with shape [batch], got nested lists"),
     ],
 )
 def test_dtype_errors(inputs: dict[str, object], message: str) -> None:

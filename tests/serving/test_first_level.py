@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel
 
 
 class FakeClock:
@@ -21,15 +21,16 @@ def test_get_returns_what_was_put() -> None:
 
 
 def test_evicts_least_recently_used_to_stay_under_its_byte_budget() -> None:
-    cache = FirstLevel(max_bytes=1000)
-    value = b"x" * 300  # with key and overhead each entry costs ~400 bytes: two fit
+    value = b"x" * 300
+    budget = 2 * (len(value) + ENTRY_OVERHEAD) + 100  # two entries fit, a third does not
+    cache = FirstLevel(max_bytes=budget)
     cache.put("a", value, 10)
     cache.put("b", value, 10)
     assert cache.get("a") == value  # "a" is now the most recently used
     cache.put("c", value, 10)
     assert cache.get("b") is None
     assert cache.get("a") == value and cache.get("c") == value
-    assert cache.size_bytes <= 1000 and len(cache) == 2
+    assert cache.size_bytes <= budget and len(cache) == 2
 
 
 def test_a_value_larger_than_the_budget_is_not_kept() -> None:
@@ -64,3 +65,12 @@ def test_zero_ttl_is_not_stored_and_replacing_a_key_keeps_the_accounting() -> No
     assert cache.get("k") == b"b" and len(cache) == 1
     cache.clear()
     assert cache.get("k") is None and cache.size_bytes == 0
+
+
+def test_a_linked_alias_with_the_same_bytes_shares_the_entry_value() -> None:
+    cache = FirstLevel(max_bytes=10_000)
+    kept = cache.put("key", b'{"outputs":[1]}', 10)
+    cache.link("alias", "key", b'{"outputs":[1]}')
+    assert cache.get("alias") is kept and cache.get("key") is kept
+    cache.link("other", "key", b'{"other":1}')
+    assert cache.get("other") == b'{"other":1}'

@@ -62,7 +62,8 @@ def test_every_namespace_part_changes_the_key() -> None:
 def test_non_prediction_keys_do_not_parse() -> None:
     key = prediction_key(NS, "abc")
     for other in [lease_key(key), events_channel("mr"), "mr:p:m:gx:v1:0123456789ab:abc", "mr:p:m:g1:v1:short:abc",
-                  "mr:p:bad name:g1:v1:0123456789ab:abc", "p:m:g1:v1:0123456789ab", b"\xff\xfe", "", "mr:p:m:g\u00b2:v1:0123456789ab:a"]:
+                  "mr:p:bad name:g1:v1:0123456789ab:abc", "p:m:g1:v1:0123456789ab", b"\xff\xfe", "",
+                  "mr:p:m:g\u00b2:v1:0123456789ab:a"]:
         assert parse_prediction_key(other) is None, other
 
 

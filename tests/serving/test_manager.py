@@ -22,8 +22,8 @@ import pytest
 
 from modelreg.plugins.base import LoadedModel, LoadOptions, Runtime
 from modelreg.plugins.discovery import AVAILABLE, PluginSet, PluginStatus
-from modelreg.registry import NoProductionVersion, RegistryService
-from modelreg.serving.manager import ModelManager, Servable
+from modelreg.registry import NoProductionVersion, NotFound, RegistryService
+from modelreg.serving.manager import FAILED_RETRY_SECONDS, ModelManager, Servable, VersionUnavailable, public_reason
 
 GRACE = 60.0
 WAIT = 20.0  # the most any step may take on a loaded machine before the test calls it stuck
@@ -55,14 +55,18 @@ class WatchedRuntime:
         self.models: list[modelreg_echo.EchoModel] = []  # every model loaded, in order
         self.loading = threading.Event()  # set when a load has started
         self.hold: threading.Event | None = None  # when set to an event, loads wait for it
+        self.offered: list[str] | None = None  # devices to claim instead of the echo runtime's
+        self.fail: Exception | None = None  # when set, loads raise it (a plugin's own bug)
 
     def devices(self) -> list[str]:
-        return self._echo.devices()
+        return self.offered if self.offered is not None else self._echo.devices()
 
     def load(self, artifact: Path, device: str, options: LoadOptions) -> LoadedModel:
         with self._lock:
             self.loads += 1
         self.loading.set()
+        if self.fail is not None:
+            raise self.fail
         if self.hold is not None and not self.hold.wait(WAIT):
             raise AssertionError("the test never released the held load")
         model = self._echo.load(artifact, device, options)
@@ -191,19 +195,33 @@ def test_the_replaced_version_is_unloaded_only_after_the_grace_period(
     assert manager.resolve("iris").model is new
 
 
-def test_a_request_for_the_replaced_version_keeps_it_loaded_for_another_grace_period(
+def test_requests_for_the_replaced_version_do_not_extend_its_grace_period_which_counts_from_the_replacement(
         registry: RegistryService, manager: ModelManager, clock: FakeClock) -> None:
     v1, v2 = serving_v1(registry, manager)
     registry.promote("iris", v2, actor="alice")
     manager.refresh()
     clock.advance(GRACE - 1)
-    assert manager.resolve("iris", version=v1).version == v1  # a client pinned to v1
-    clock.advance(GRACE - 1)
+    assert manager.resolve("iris", version=v1).version == v1  # a client pinned to v1, a second before the end
     manager.sweep()
     assert ("iris", v1) in manager.loaded_versions()
     clock.advance(1)
     manager.sweep()
+    # GPU memory comes back on a known schedule, whoever still asks for the old version.
     assert manager.loaded_versions() == [("iris", v2)]
+
+
+def test_a_version_loaded_on_demand_and_never_live_is_unloaded_a_grace_period_after_its_last_use(
+        registry: RegistryService, manager: ModelManager, clock: FakeClock) -> None:
+    _, v2 = serving_v1(registry, manager)
+    manager.resolve("iris", version=v2)  # the versioned route; production stays v1
+    clock.advance(GRACE - 1)
+    manager.resolve("iris", version=v2)
+    clock.advance(GRACE - 1)
+    manager.sweep()
+    assert ("iris", v2) in manager.loaded_versions()
+    clock.advance(1)
+    manager.sweep()
+    assert ("iris", v2) not in manager.loaded_versions()
 
 
 def test_a_rollback_within_the_grace_period_loads_nothing(
@@ -277,3 +295,136 @@ def test_a_model_without_a_production_version_says_how_to_promote_one(
         manager.resolve("fresh")
     assert str(refused.value) == str(NoProductionVersion("fresh"))
     assert "promote one with POST /admin/models/fresh/promote" in str(refused.value)
+
+
+def lose_artifact(registry: RegistryService, name: str, version: int) -> Path:
+    """Delete a version's artifact file, as on a replica whose artifact folder lacks it; returns its path."""
+    path = registry.artifacts.path(registry.get_version(name, version).sha256)
+    path.unlink()
+    return path
+
+
+def test_a_device_change_reloads_the_live_version_on_the_new_device_and_retires_the_old_copy_after_the_grace(
+        registry: RegistryService, manager: ModelManager, runtime: WatchedRuntime, clock: FakeClock) -> None:
+    runtime.offered = ["cpu", "cuda:0"]  # the echo model runs anywhere; the manager only needs two names
+    v1, _ = serving_v1(registry, manager)
+    on_cpu = manager.resolve("iris").model
+    registry.update_model("iris", {"device": "cuda:0"}, actor="alice")
+    manager.refresh()
+    moved = manager.resolve("iris")
+    assert (moved.version, moved.model.device) == (v1, "cuda:0") and moved.model is not on_cpu
+    assert runtime.loads == 2
+    clock.advance(GRACE - 1)
+    manager.sweep()
+    assert not on_cpu.unloaded  # a request that resolved the CPU copy a moment ago may still run on it
+    clock.advance(1)
+    manager.sweep()
+    assert on_cpu.unloaded and not moved.model.unloaded
+    assert manager.report()["iris"]["loaded"] == [{"version": v1, "device": "cuda:0", "memory_bytes": None}]
+
+
+def test_a_device_this_replica_lacks_keeps_the_old_device_serving_and_says_why(
+        registry: RegistryService, manager: ModelManager) -> None:
+    v1, _ = serving_v1(registry, manager)
+    registry.update_model("iris", {"device": "cuda:3"}, actor="alice")
+    manager.refresh()
+    assert manager.resolve("iris").model.device == "cpu"
+    assert "device 'cuda:3' is not available here" in manager.failures()[("iris", v1)]
+
+
+def test_a_version_whose_artifact_is_missing_here_is_unavailable_with_the_reason_and_no_server_path(
+        registry: RegistryService, manager: ModelManager) -> None:
+    _, v2 = serving_v1(registry, manager)
+    path = lose_artifact(registry, "iris", v2)
+    with pytest.raises(VersionUnavailable) as refused:
+        manager.resolve("iris", version=v2)
+    message = str(refused.value)
+    assert message.startswith(f"iris v{v2} cannot be loaded on this replica: ")
+    assert "is not in this replica's artifact store" in message and str(path.parent) not in message
+    assert refused.value.headers == {"Retry-After": "5"}
+    assert manager.failures()[("iris", v2)] == refused.value.reason
+
+
+def test_a_runtime_bug_while_loading_is_contained_to_that_version_and_its_server_path_is_not_shown(
+        registry: RegistryService, manager: ModelManager, runtime: WatchedRuntime) -> None:
+    v1, v2 = serving_v1(registry, manager)
+    runtime.fail = OSError("[Errno 5] Input/output error: '/srv/modelreg/artifacts/sha256/ab/abcdef'")
+    registry.promote("iris", v2, actor="alice")
+    manager.refresh()  # no exception escapes: the poll goes on and v1 keeps serving
+    assert manager.resolve("iris").version == v1
+    with pytest.raises(VersionUnavailable) as refused:
+        manager.resolve("iris", version=v2)
+    assert refused.value.reason == "runtime 'echo' raised OSError: [Errno 5] Input/output error: '<path>'"
+
+
+def test_a_model_whose_production_cannot_load_here_is_unavailable_never_missing(
+        registry: RegistryService, manager: ModelManager) -> None:
+    registry.create_model("art", "echo", actor="alice")
+    version = echo_version(registry, "art", 1.0)
+    registry.promote("art", version, actor="alice")
+    lose_artifact(registry, "art", version)
+    manager.refresh()  # the replica starts without the artifact
+    with pytest.raises(VersionUnavailable, match=f"^art v{version} cannot be loaded on this replica"):
+        manager.resolve("art")
+    with pytest.raises(NotFound):
+        manager.resolve("never-created")
+
+
+def test_requests_after_a_failed_load_answer_from_the_record_until_the_retry_delay_passes(
+        registry: RegistryService, manager: ModelManager, runtime: WatchedRuntime, clock: FakeClock) -> None:
+    _, v2 = serving_v1(registry, manager)
+    runtime.fail = RuntimeError("CUDA out of memory")
+    for _ in range(5):
+        with pytest.raises(VersionUnavailable):
+            manager.resolve("iris", version=v2)
+    assert runtime.loads == 2  # v1, then one try of v2: a broken artifact costs one load, not one per request
+    clock.advance(FAILED_RETRY_SECONDS)
+    with pytest.raises(VersionUnavailable):
+        manager.resolve("iris", version=v2)
+    assert runtime.loads == 3
+
+
+def test_a_version_that_loads_again_is_no_longer_reported_failed(
+        registry: RegistryService, manager: ModelManager, clock: FakeClock) -> None:
+    _, v2 = serving_v1(registry, manager)
+    path = lose_artifact(registry, "iris", v2)
+    with pytest.raises(VersionUnavailable):
+        manager.preload("iris", v2)
+    path.write_text(json.dumps({"offset": 2.0}))  # the shared folder catches up
+    manager.preload("iris", v2)
+    assert manager.failures() == {} and ("iris", v2) in manager.loaded_versions()
+
+
+def test_preload_loads_a_version_before_it_is_promoted_so_the_switch_loads_nothing(
+        registry: RegistryService, manager: ModelManager, runtime: WatchedRuntime) -> None:
+    _, v2 = serving_v1(registry, manager)
+    manager.preload("iris", v2)
+    assert runtime.loads == 2 and manager.resolve("iris").version != v2
+    registry.promote("iris", v2, actor="alice")
+    manager.refresh()
+    assert manager.resolve("iris").version == v2 and runtime.loads == 2
+
+
+def test_the_report_says_what_is_served_on_each_alias_what_is_loaded_and_what_failed(
+        registry: RegistryService, manager: ModelManager) -> None:
+    v1, v2 = serving_v1(registry, manager)
+    registry.set_alias("iris", "canary", v2, actor="alice")
+    lose_artifact(registry, "iris", v2)
+    manager.refresh()
+    report = manager.report()["iris"]
+    assert report["serving"] == {"production": v1, "canary": v2}
+    assert report["loaded"] == [{"version": v1, "device": "cpu", "memory_bytes": None}]
+    with pytest.raises(VersionUnavailable):
+        manager.resolve("iris", alias="canary")
+    assert [f["version"] for f in manager.report()["iris"]["failed"]] == [v2]
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("[Errno 2] No such file or directory: '/srv/data/artifacts/sha256/ab/abcdef'",
+     "[Errno 2] No such file or directory: '<path>'"),
+    ("cannot open /var/lib/models/x.onnx (corrupt)", "cannot open <path> (corrupt)"),
+    ("device 'cuda:3' is not available here; available: cpu", "device 'cuda:3' is not available here; available: cpu"),
+    ("ratio 1/2 of inputs", "ratio 1/2 of inputs"),
+])
+def test_a_failure_reason_shown_to_clients_has_no_server_path(text: str, shown: str) -> None:
+    assert public_reason(text) == shown

@@ -37,7 +37,8 @@ def test_different_keys_do_not_share() -> None:
             await asyncio.sleep(0.01)
             return value
 
-        (a, joined_a), (b, joined_b) = await asyncio.gather(flights.run("a", lambda: compute("A")), flights.run("b", lambda: compute("B")))
+        (a, joined_a), (b, joined_b) = await asyncio.gather(flights.run("a", lambda: compute("A")),
+                                                            flights.run("b", lambda: compute("B")))
         assert (a, b) == ("A", "B") and not joined_a and not joined_b
 
     asyncio.run(scenario())

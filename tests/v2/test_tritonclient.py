@@ -12,8 +12,8 @@ from tests.fixtures import tiny_models
 from tests.v2.conftest import Server
 
 pytest.importorskip("tritonclient.http")
-import tritonclient.http as http  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow  # a real uvicorn process, like tests/e2e
 MODELS = ["tiny-onnx", "tiny-torch"]
@@ -31,7 +31,8 @@ def predict(server: Server, name: str, x: np.ndarray) -> np.ndarray:
     return np.asarray(response.json()["outputs"], dtype=np.float32)
 
 
-def infer(client: http.InferenceServerClient, name: str, x: np.ndarray, *, binary: bool, **kwargs: Any) -> http.InferResult:
+def infer(client: http.InferenceServerClient, name: str, x: np.ndarray, *, binary: bool,
+          **kwargs: Any) -> http.InferResult:
     tensor = http.InferInput("x", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=binary)
     outputs = [http.InferRequestedOutput("y", binary_data=binary)]
@@ -45,7 +46,8 @@ def test_the_server_is_live_ready_and_says_what_it_supports(client: http.Inferen
 
 
 @pytest.mark.parametrize(("name", "platform"), [("tiny-onnx", "onnx"), ("tiny-torch", "pytorch")])
-def test_model_metadata_describes_the_live_signature(client: http.InferenceServerClient, name: str, platform: str) -> None:
+def test_model_metadata_describes_the_live_signature(
+        client: http.InferenceServerClient, name: str, platform: str) -> None:
     expected = {"name": name, "versions": ["1"], "platform": platform,
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
                 "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]}
@@ -62,7 +64,8 @@ def test_inference_equals_the_predict_route(server: Server, client: http.Inferen
     x = tiny_models.sample_input(5) + (0.25 if binary else 0.5)
     result = infer(client, name, x, binary=binary, request_id="req-42")
     np.testing.assert_allclose(result.as_numpy("y"), predict(server, name, x), atol=1e-6)
-    np.testing.assert_allclose(result.as_numpy("y"), np.maximum(x @ tiny_models.WEIGHT.T + tiny_models.BIAS, 0), atol=1e-5)
+    expected = np.maximum(x @ tiny_models.WEIGHT.T + tiny_models.BIAS, 0)
+    np.testing.assert_allclose(result.as_numpy("y"), expected, atol=1e-5)
     response = result.get_response()
     assert response["id"] == "req-42" and response["model_name"] == name and response["model_version"] == "1"
     assert ("parameters" in response["outputs"][0]) is binary

@@ -1,4 +1,7 @@
-"""V2 bodies decode to the signature's arrays (JSON or binary), responses encode as Triton's, errors say what was expected."""
+"""V2 bodies decode to the signature's arrays (JSON or binary) and responses encode as Triton's.
+
+A body that does not fit gets an error saying what was expected.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from modelreg.serving.v2codec import (
 ROOT = Path(__file__).resolve().parents[2]
 ONE = Signature(inputs=(TensorSpec("x", "float32", (None, 4)),), outputs=(TensorSpec("y", "float32", (None, 3)),))
 MIXED = Signature(
-    inputs=(TensorSpec("text", "str", (None,)), TensorSpec("flag", "bool", (None,)), TensorSpec("n", "int8", (None, 2))),
+    inputs=(TensorSpec("text", "str", (None,)), TensorSpec("flag", "bool", (None,)),
+            TensorSpec("n", "int8", (None, 2))),
     outputs=(TensorSpec("y", "float32", (None,)), TensorSpec("label", "str", (None,))),
 )
 
@@ -150,9 +154,11 @@ def test_binary_bytes_outputs_are_length_prefixed() -> None:
 def test_metadata_names_v2_datatypes_and_marks_dynamic_axes_with_minus_one() -> None:
     assert model_metadata("m", [1, 2], "onnx", MIXED) == {
         "name": "m", "versions": ["1", "2"], "platform": "onnx",
-        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}, {"name": "flag", "datatype": "BOOL", "shape": [-1]},
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]},
+                   {"name": "flag", "datatype": "BOOL", "shape": [-1]},
                    {"name": "n", "datatype": "INT8", "shape": [-1, 2]}],
-        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]},
+                    {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
 
 
 # errors ------------------------------------------------------------------------------------

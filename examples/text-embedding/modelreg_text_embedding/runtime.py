@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from modelreg.plugins import LoadOptions, PluginError, Signature, TensorSpec
 from modelreg_text_embedding.pack import FORMAT, PackConfig, read_pack
 from modelreg_text_embedding.payload import decode_texts, encode_embeddings
-from modelreg.plugins import LoadOptions, PluginError, Signature, TensorSpec
 
 # Texts per onnxruntime call: sorted by length first, so short texts are not padded to a long one's length.
 CHUNK = 32
