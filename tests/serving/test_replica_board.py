@@ -112,6 +112,8 @@ def test_wait_for_returns_as_soon_as_every_replica_serves_the_version(
     async def scenario() -> None:
         redis = aioredis.Redis.from_url(redis_url)
         first, second = (ReplicaBoard(m, redis, prefix=key_prefix) for m in (one, two))
+        # Both are on the board before the promotion: the wait must know there are two to wait for.
+        await first.publish(), await second.publish()
         first.start(), second.start()
         registries[0].promote("iris", v2, actor="alice")
         one.refresh()
