@@ -111,7 +111,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
                       poll_interval=settings.poll_interval_seconds)
     replicas = ReplicaBoard(manager, redis, prefix=settings.cache_prefix)
     metrics.watch_fleet(live=lambda: replicas.live, lagging=lambda: replicas.lagging)
-    reaper = Reaper(redis, settings.cache_prefix, manager.live_generations)
+    reaper = Reaper(redis, settings.cache_prefix, registry)  # dead is what SQL says, not what is loaded here
     return Services(settings=settings, engine=engine, registry=registry, tokens=tokens, plugins=plugins,
                     auth=auth, manager=manager, serving=serving, feed=feed, reaper=reaper, metrics=metrics,
                     replicas=replicas)

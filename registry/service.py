@@ -393,3 +393,8 @@ class RegistryService:
                                                         r.cache_max_value_bytes),
                                       batching=BatchPolicy(r.max_batch_size, r.max_delay_ms), device=r.device)
                     for r in rows}
+
+    def live_generations(self) -> dict[str, int]:
+        """Every model's name and cache generation, in one query (the reaper's view of what is dead)."""
+        with self._tx() as session:
+            return {name: generation for name, generation in session.execute(select(Model.name, Model.generation))}

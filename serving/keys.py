@@ -215,3 +215,21 @@ def lease_key(prediction_key: str) -> str:
 def events_channel(prefix: str) -> str:
     """The pub/sub channel that carries registry change events between replicas."""
     return f"{prefix}:events"
+
+
+def flight_key(prediction_key: str, read: bool, write: bool) -> str:
+    """The in-process single-flight name of one computation of ``prediction_key``.
+
+    Requests that may not read or may not write (``Cache-Control``) must not share a flight with
+    those that do: the read/write flags are part of the name. Never a Redis key.
+    """
+    # A table, not int() formatting: this runs before every Redis read of the miss-or-hit path.
+    return prediction_key + _FLIGHT_FLAGS[read][write]
+
+
+_FLIGHT_FLAGS = (("|00", "|01"), ("|10", "|11"))
+
+
+def reaper_lease_key(prefix: str) -> str:
+    """The lease that says one replica is reaping this prefix (outside the ``{prefix}:p:*`` pattern)."""
+    return f"{prefix}:reaper"
