@@ -97,7 +97,8 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
                            intra_op_threads=settings.intra_op_threads)
     redis = make_redis(settings.redis_url, embedded_max_bytes=settings.embedded_cache_bytes)
     first_level = FirstLevel(settings.first_level_bytes) if settings.first_level_bytes > 0 else None
-    cache = PredictionCache(redis, breaker=CircuitBreaker(), first_level=first_level)
+    cache = PredictionCache(redis, breaker=CircuitBreaker(), first_level=first_level,
+                            max_wait_ms=int(settings.inference_timeout_seconds * 1000))
     metrics = metrics or Metrics()
     serving = Serving(manager, cache, registry=registry, plugins=plugins, prefix=settings.cache_prefix,
                       default_ttl_seconds=settings.default_cache_ttl_seconds,

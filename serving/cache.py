@@ -3,6 +3,14 @@
 ``PredictionCache`` knows keys and bytes, not models: the caller builds the key (``keys.py``)
 and passes the model's TTL. Redis holds only disposable data, so every Redis failure degrades
 to computing the answer; none fails a request.
+
+Across replicas one computation per key runs under a lease (SET NX PX) that lives as long as the
+work: the holder renews it every third of its length while it computes. Waiters poll for the
+value while the lease lives; a lease that expires without a value means its holder died, and
+exactly one waiter takes it over (SET NX again) while the others wait on. A lease deleted long
+before it could have expired was given up on purpose (the computation failed or its value is not
+kept): then every waiter computes for itself, as no shared value is coming. Every wait is bounded
+(``max_wait_ms``, the inference timeout), so a stuck peer costs time, never a hang.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from redis.exceptions import RedisError, WatchError
 from modelreg.serving.breaker import BreakerState, CircuitBreaker
 from modelreg.serving.embedded import bounded_server
 from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel, exact_copy
-from modelreg.serving.keys import lease_key
+from modelreg.serving.keys import flight_key, lease_key
 from modelreg.serving.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ class CacheStats:
     errors: int = 0
     first_level_hits: int = 0
     lease_waits: int = 0
+    lease_takeovers: int = 0
+    leases_lost: int = 0
     oversized: int = 0
     writes_dropped: int = 0
 
@@ -84,17 +94,25 @@ class PredictionCache:
         first_level: FirstLevel | None,
         lease_ms: int = 2000,
         lease_poll_ms: int = 5,
+        max_wait_ms: int = 30_000,
         max_pending_bytes: int = 8 * 1024 * 1024,
     ) -> None:
-        if lease_ms <= 0 or lease_poll_ms <= 0:
-            raise ValueError(f"lease_ms and lease_poll_ms must be > 0, got {lease_ms} and {lease_poll_ms}")
+        if lease_ms <= 0 or lease_poll_ms <= 0 or max_wait_ms <= 0:
+            raise ValueError(f"lease_ms, lease_poll_ms and max_wait_ms must be > 0, "
+                             f"got {lease_ms}, {lease_poll_ms} and {max_wait_ms}")
         self._redis = redis
         self._breaker = breaker
         self._first_level = first_level
         self._lease_ms = lease_ms
         self._lease_poll = lease_poll_ms / 1000
+        # A waiter gives up after this long even while the lease lives (a peer that renews but never
+        # finishes): set it to the inference timeout, the longest a holder's computation may take.
+        self._max_wait = max_wait_ms / 1000
         self._flights = SingleFlight()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Lease renewals run beside their computation, outside ``_tasks``: ``drain`` waits for
+        # writes, not for computations still under way.
+        self._renewals: set[asyncio.Task[None]] = set()
         # Values whose Redis write is still in flight: read-your-writes within this replica. Bounded:
         # past ``max_pending_bytes`` (Redis slower than the misses come) a value is served, not written.
         self._pending: dict[str, bytes] = {}
@@ -168,7 +186,7 @@ class PredictionCache:
             self.stats.hits += 1
             return local, "hit"
         if read and write:
-            flight = f"{key}|11"
+            flight = flight_key(key, True, True)
             redis_ok = True
             # A flight for this key already running here will bring the value: join it without
             # asking Redis (a cold burst of identical requests costs one read, not one each).
@@ -187,7 +205,7 @@ class PredictionCache:
         # no-cache or no-store: no lease (this request would not share or keep a value); requests
         # that may not read or may not write must not share a flight with those that do.
         (computed, status), joined = await self._flights.run(
-            f"{key}|{int(read)}{int(write)}",
+            flight_key(key, read, write),
             lambda: self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease=None, write=write))
         return computed, self._count("coalesced" if joined else status)
 
@@ -219,14 +237,20 @@ class PredictionCache:
         # After a failed read this request has already paid for Redis once, so it does not wait.
         if redis_ok:
             name, token = lease_key(key), secrets.token_hex(8)
-            acquired = await self._call(lambda: self._redis.set(name, token, nx=True, px=self._lease_ms))
+            acquired = await self._take(name, token)
             if acquired is True:
                 lease = (name, token)
-            elif not isinstance(acquired, _Unavailable):
-                value = await self._wait_for_value(key, name)
-                if value is not None:
-                    return value, "coalesced"
+            elif acquired is False:
+                found = await self._wait_or_take_over(key, name, token)
+                if isinstance(found, bytes):
+                    return found, "coalesced"
+                lease = found
         return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease)
+
+    async def _take(self, name: str, token: str) -> bool | None:
+        """SET NX: True when this replica holds the lease now, False when another does, None: no Redis."""
+        acquired = await self._call(lambda: self._redis.set(name, token, nx=True, px=self._lease_ms))
+        return None if isinstance(acquired, _Unavailable) else acquired is True
 
     async def drain(self) -> None:
         """Wait for every background write and lease release (shutdown, tests)."""
@@ -249,36 +273,46 @@ class PredictionCache:
     async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
                                  max_value_bytes: int | None, lease: tuple[str, str] | None,
                                  write: bool = True) -> tuple[bytes, CacheStatus]:
+        done = self._keep_alive(*lease) if lease is not None else None
         try:
             value = await compute()
         except BaseException:
             if lease is not None:
                 self._background(self._release(*lease))
             raise
+        finally:
+            if done is not None:
+                done.set()
         if not write or (max_value_bytes is not None and len(value) > max_value_bytes):
             if write:
                 self.stats.oversized += 1
             if lease is not None:
                 self._background(self._release(*lease))
             return value, "miss"
-        # The lease is left to expire: replicas polling for this key find the value first.
         # Whatever is held past this answer is one exact-size copy (an orjson result keeps ~4 KB),
         # shared by the first level and the pending write.
         kept = self._first_level.put(key, value, ttl_seconds) if self._first_level is not None else None
-        self._queue_write(key, exact_copy(value) if kept is None else kept, ttl_seconds)
+        queued = self._queue_write(key, exact_copy(value) if kept is None else kept, ttl_seconds)
+        if lease is not None and not queued:
+            # No value will land: waiters must not wait out the lease, then compute one by one.
+            self._background(self._release(*lease))
+        # Otherwise the lease, no longer renewed, is left to expire: the write lands first, so the
+        # replicas polling for this key find the value, not an expired lease to take over.
         return value, "miss"
 
-    def _queue_write(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    def _queue_write(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        """Queue ``key``'s write-behind; False when the pending budget is full (the value is not written)."""
         cost = _pending_cost(key, value)
         if self._pending_bytes + cost > self._max_pending_bytes:
             self.stats.writes_dropped += 1
-            return
+            return False
         self._forget_pending(key)
         self._pending[key] = value
         self._pending_bytes += cost
         self._writes[key] = (value, ttl_seconds)
         if self._flusher is None or self._flusher.done():
             self._flusher = self._background(self._flush())
+        return True
 
     def _forget_pending(self, key: str, value: bytes | None = None) -> None:
         """Drop ``key``'s pending value (only if it is still ``value``, when given)."""
@@ -287,25 +321,45 @@ class PredictionCache:
             del self._pending[key]
             self._pending_bytes -= _pending_cost(key, held)
 
-    async def _wait_for_value(self, key: str, lease_name: str) -> bytes | None:
+    async def _wait_or_take_over(self, key: str, name: str, token: str) -> bytes | tuple[str, str] | None:
+        """Wait while another replica's lease lives: its value, the lease taken over (its holder died,
+        so this replica computes), or None (compute without a lease: given up, no Redis, waited too long)."""
         self.stats.lease_waits += 1
         loop = asyncio.get_running_loop()
-        # Never longer than the lease itself lives: then this replica computes (never hangs).
-        deadline = loop.time() + self._lease_ms / 1000
+        started = loop.time()
+        deadline = started + self._max_wait
+        # A renewed lease never has less than two thirds of its length left, so polling at least every
+        # quarter tells a lease deleted on purpose (gone while it had time left) from one that expired.
+        longest = self._lease_ms / 4000
         delay = self._lease_poll
-        while loop.time() < deadline:
-            await asyncio.sleep(delay)
-            found = await self._call(lambda: self._poll(key, lease_name))
+        expires: float | None = None  # when the lease seen last would expire unless renewed (our clock)
+        while (now := loop.time()) < deadline:
+            await asyncio.sleep(min(delay, deadline - now))
+            found = await self._call(lambda: self._poll(key, name))
             if isinstance(found, _Unavailable):
                 return None
             value, pttl, lease_pttl = found
+            now = loop.time()
             if value is not None:
                 self._remember(key, value, pttl)
                 return value
-            if lease_pttl < 0:  # the holder gave up (released) or its lease expired
+            if lease_pttl != -2:  # it lives (-1: a peer's lease without expiry, bounded by the deadline)
+                expires = now + lease_pttl / 1000 if lease_pttl >= 0 else None
+                # Back off, to a tenth of the time waited so far: a slow computation is polled tens
+                # of times, not thousands, and its value is seen at most ~10% late.
+                delay = min(max(min(delay * 2, self._lease_poll * 8), (now - started) / 10), longest)
+                continue
+            if expires is not None and now < expires - longest:
+                return None  # given up before its time: no value is coming, compute for ourselves
+            # Expired without a value: its holder died. One waiter takes it over; the others wait on.
+            acquired = await self._take(name, token)
+            if acquired is None:
                 return None
-            # Back off a little so a slow computation is not polled hundreds of times.
-            delay = min(delay * 2, self._lease_poll * 8)
+            if acquired:
+                self.stats.lease_takeovers += 1
+                log.info("took over the lease of %s: its holder stopped renewing it", name)
+                return name, token
+            expires, delay = None, self._lease_poll
         return None
 
     def _remember(self, key: str, value: bytes | None, pttl: int) -> None:
@@ -343,6 +397,43 @@ class PredictionCache:
             for key, (value, ttl_seconds) in batch.items():
                 pipe.set(key, value, ex=ttl_seconds)
             await pipe.execute()
+
+    def _keep_alive(self, name: str, token: str) -> asyncio.Event:
+        """Renew the lease every third of its length until the returned event is set."""
+        done = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._renew(name, token, done))
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
+        return done
+
+    async def _renew(self, name: str, token: str, done: asyncio.Event) -> None:
+        every = self._lease_ms / 3000
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), every)
+                return
+            except TimeoutError:
+                pass
+            # Not renewed (Redis down): the next turn tries again; past the lease a waiter takes over.
+            if await self._call(partial(self._extend, name, token)) is False and not done.is_set():
+                # Another replica holds it now (this one stalled past the lease): stop claiming it.
+                self.stats.leases_lost += 1
+                log.warning("lost the lease of %s while computing; another replica took it over", name)
+                return
+
+    async def _extend(self, name: str, token: str) -> bool:
+        """PEXPIRE the lease if it is still ``token``'s (WATCH: the embedded fake runs no Lua)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(name)
+                if await pipe.get(name) != token.encode():
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.pexpire(name, self._lease_ms)
+                await pipe.execute()
+            except WatchError:
+                return False  # it changed hands between the GET and the EXEC
+        return True
 
     async def _release(self, name: str, token: str) -> None:
         async def compare_and_delete() -> None:

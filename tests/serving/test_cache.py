@@ -88,6 +88,19 @@ def test_concurrent_identical_requests_compute_once(redis_url: str, key_prefix: 
     asyncio.run(scenario())
 
 
+def test_a_no_cache_request_never_joins_a_computation_whose_value_is_cached(redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        cache, key = new_cache(redis_url), key_for(key_prefix)
+        cached, fresh = Model(b"cached", delay=0.2), Model(b"fresh", delay=0.2)
+        answers = await asyncio.gather(cache.get_or_compute(key, cached, ttl_seconds=30),
+                                       cache.get_or_compute(key, fresh, ttl_seconds=30, read=False))
+        assert answers == [(b"cached", "miss"), (b"fresh", "miss")]
+        assert (cached.calls, fresh.calls) == (1, 1)
+        await close(cache)
+
+    asyncio.run(scenario())
+
+
 def test_ttl_zero_bypasses_the_cache(redis_url: str, key_prefix: str) -> None:
     async def scenario() -> None:
         cache, model, key = new_cache(redis_url), Model(), key_for(key_prefix)
@@ -212,13 +225,14 @@ def test_an_expired_lease_falls_back_to_computing(redis_url: str, key_prefix: st
     asyncio.run(scenario())
 
 
-def test_the_wait_never_outlasts_the_lease_length(redis_url: str, key_prefix: str) -> None:
+def test_the_wait_on_a_live_lease_never_outlasts_the_wait_bound(redis_url: str, key_prefix: str) -> None:
     async def scenario() -> None:
-        cache, model, key = new_cache(redis_url, lease_ms=200), Model(), key_for(key_prefix)
-        await cache._redis.set(lease_key(key), b"stuck", px=60_000)  # a lease longer than ours: misconfigured peer
+        cache, model, key = new_cache(redis_url, lease_ms=200, max_wait_ms=400), Model(), key_for(key_prefix)
+        await cache._redis.set(lease_key(key), b"stuck", px=60_000)  # a peer that holds its lease and never answers
         started = time.monotonic()
         assert await cache.get_or_compute(key, model, ttl_seconds=30) == (model.value, "miss")
-        assert time.monotonic() - started < 1.0
+        assert 0.35 < time.monotonic() - started < 1.0
+        assert (model.calls, cache.stats.lease_takeovers) == (1, 0)  # computed beside the lease, not over it
         await close(cache)
 
     asyncio.run(scenario())
