@@ -2,33 +2,33 @@
 
 Its budget is the memory it really takes: every value is kept as an exact-size copy (a result of
 ``orjson.dumps`` keeps about 4 KB of allocation whatever its length, so 64 MiB of such values
-held as they are took several hundred MB), keys are kept as 16-byte digests, and each entry is
-charged what its slot, record and object headers measure (tests/serving/test_memory_budget.py).
+held as they are took several hundred MB), and each entry is charged its value's and key's bytes
+plus what its slot, record and object headers measure (tests/serving/test_memory_budget.py).
+Keys are kept as the strings they are (a prefix and a 32-digit digest): hashing each one again to
+a 16-byte digest saved ~64 bytes an entry but cost every lookup ~0.45 µs, a tenth of the engine's
+whole work on an exact repeat.
 """
 
 from __future__ import annotations
 
-import hashlib
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Measured with tracemalloc on CPython 3.11: the entry record, its float, the 16-byte key digest
-# and the value's bytes header (~155 bytes), and the OrderedDict's slot, index and link (~115 bytes
-# just after the table grew, ~175 just before it grows again). Over-counting only shrinks the
-# budget; under-counting lets the process outgrow it, so this takes the high end.
+# Measured with tracemalloc on CPython 3.11, beyond the value's and the key's own bytes: the entry
+# record, its float, the value's bytes and the key's str headers, and the OrderedDict's slot, index
+# and link: 217-254 bytes as the table fills and grows. Over-counting only shrinks the budget;
+# under-counting lets the process outgrow it, so this keeps a margin (and is what the pending
+# writes in cache.py are charged too).
 ENTRY_OVERHEAD = 320
+_EMPTY_STR = sys.getsizeof("")
 
 
 def exact_copy(value: bytes) -> bytes:
     """``value`` in a fresh allocation of its own length (``bytes(v)`` and ``v[:]`` return ``v`` itself)."""
     return bytes(memoryview(value))
-
-
-def _short(key: str) -> bytes:
-    # Keys are ~70-character strings; a 16-byte digest holds the same identity in a third of the room.
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class FirstLevel:
             raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
         self._max_bytes = max_bytes
         self._clock = clock
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
 
     @property
@@ -58,14 +58,13 @@ class FirstLevel:
 
     def get(self, key: str) -> bytes | None:
         """The value if present and not expired; marks it most recently used."""
-        short = _short(key)
-        entry = self._entries.get(short)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if self._clock() >= entry.expires_at:
-            self._remove(short)
+            self._remove(key)
             return None
-        self._entries.move_to_end(short)
+        self._entries.move_to_end(key)
         return entry.value
 
     def put(self, key: str, value: bytes, ttl_seconds: float) -> bytes | None:
@@ -74,42 +73,43 @@ class FirstLevel:
         Returns the bytes it keeps, so a caller holding the value elsewhere too can share them, or
         None when it keeps nothing (no TTL left, or larger than the whole budget).
         """
-        return self._put(_short(key), value, ttl_seconds, copy=True)
+        return self._put(key, value, ttl_seconds, copy=True)
 
     def link(self, alias: str, key: str, value: bytes | None = None) -> None:
         """Make ``alias`` answer ``value`` (default: what ``key`` holds), expiring when ``key``'s entry does."""
-        entry = self._entries.get(_short(key))
+        entry = self._entries.get(key)
         now = self._clock()
         if entry is None or now >= entry.expires_at:
             return
         # The same bytes under two keys are held once (the named /predict body is the entry itself).
         shared = value is None or value is entry.value or value == entry.value
-        self._put(_short(alias), entry.value if shared else value, entry.expires_at - now, copy=not shared)
+        self._put(alias, entry.value if shared else value, entry.expires_at - now, copy=not shared)
 
     def clear(self) -> None:
         """Drop every entry."""
         self._entries.clear()
         self._bytes = 0
 
-    def _put(self, short: bytes, value: bytes | None, ttl_seconds: float, copy: bool) -> bytes | None:
+    def _put(self, key: str, value: bytes | None, ttl_seconds: float, copy: bool) -> bytes | None:
         assert value is not None
-        if short in self._entries:
-            self._remove(short)
-        cost = _cost(value)
+        if key in self._entries:
+            self._remove(key)
+        cost = _cost(key, value)
         if ttl_seconds <= 0 or cost > self._max_bytes:
             return None
         while self._bytes + cost > self._max_bytes:
             self._remove(next(iter(self._entries)))
         kept = exact_copy(value) if copy else value
-        self._entries[short] = _Entry(kept, self._clock() + ttl_seconds)
+        self._entries[key] = _Entry(kept, self._clock() + ttl_seconds)
         self._bytes += cost
         return kept
 
-    def _remove(self, short: bytes) -> None:
-        entry = self._entries.pop(short)
-        self._bytes -= _cost(entry.value)
+    def _remove(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= _cost(key, entry.value)
 
 
-def _cost(value: bytes) -> int:
+def _cost(key: str, value: bytes) -> int:
     # A shared value is charged under each key: the budget errs towards holding less, never more.
-    return len(value) + ENTRY_OVERHEAD
+    # The key's bytes as the str holds them (one per character for ASCII, more for other text).
+    return len(value) + sys.getsizeof(key) - _EMPTY_STR + ENTRY_OVERHEAD
