@@ -27,6 +27,7 @@ ALIAS_ROUTE = "/models/{name}/aliases/{alias}/predict"
 _PREFIX = "/models/"
 _SUFFIX = "/predict"
 _DEFAULT_CONTROL = CacheControl()
+MODEL_KNOWN = "modelreg.model_known"  # scope key: this request's model answered, so it is registered
 
 
 class FastPath:
@@ -68,6 +69,7 @@ class FastPath:
                 control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
                 answer = await services.serving.predict(name, body, version=version, alias=alias, control=control)
                 status, headers, body = 200, prediction_headers(answer), answer.body
+                scope[MODEL_KNOWN] = True  # it answered: the metrics need not ask the manager again
         except Exception as exc:
             status, headers, body = render(exc, v2=False, where=f"POST {path}")
         await send({"type": "http.response.start", "status": status, "headers": headers})

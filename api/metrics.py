@@ -3,7 +3,9 @@
 Each app owns its own CollectorRegistry, so several apps in one process (tests) never collide.
 Request metrics come from a pure ASGI middleware that reads the route template and the
 X-Model-Version / X-Cache headers the routes already set: the routes stay free of metrics code,
-and a hit costs a couple of counter updates, not a dependency.
+and a hit costs a couple of counter updates, not a dependency. Every label value is bounded by
+what the registry holds: a name it does not have is counted as ``UNKNOWN_MODEL``, a path no route
+matches as ``unmatched``, and a version only when one answered (so random traffic adds no series).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 _CHANGES = {"promote": "promotion", "rollback": "rollback"}
+UNKNOWN_MODEL = "<unknown>"  # the label of every name the registry does not have
 
 
 class Metrics:
@@ -74,7 +77,7 @@ class _LiveState(Collector):
         outcomes = CounterMetricFamily("modelreg_cache", "Cache outcomes (first_level_hits is part of hits)",
                                        labels=["outcome"])
         for outcome in ("hits", "misses", "coalesced", "bypass", "errors", "first_level_hits", "oversized",
-                        "writes_dropped"):
+                        "writes_dropped", "lease_waits", "lease_takeovers", "leases_lost"):
             outcomes.add_metric([outcome], getattr(stats, outcome))
         yield outcomes
         state = self._breaker()
@@ -140,10 +143,26 @@ class RequestMetrics:
             route = "unmatched"
         if route == "/metrics":
             return
-        model = (scope.get("path_params") or {}).get("name", "")
+        model = _model_label(scope)
+        version = seen["version"] if model != UNKNOWN_MODEL else ""
         status = int(seen["status"])
-        self.metrics.requests.labels(model, seen["version"], route, str(status)).inc()
+        self.metrics.requests.labels(model, version, route, str(status)).inc()
         self.metrics.latency.labels(route, seen["cache"]).observe(seconds)
         action = _CHANGES.get(route.rpartition("/")[2]) if route.startswith("/admin/models/") else None
         if action is not None and status == 200 and scope.get("method") == "POST":
             self.metrics.changes.labels(model, action).inc()
+
+
+def _model_label(scope: dict[str, Any]) -> str:
+    """The request's model name when the registry has it (as this replica last read it), else UNKNOWN_MODEL."""
+    name = (scope.get("path_params") or {}).get("name")
+    if name is None:
+        return ""  # a route without a model: /admin/models, /metrics, ...
+    if scope.get("modelreg.model_known"):  # set by the fast path on an answer: no lookup on a hit
+        return str(name)
+    app = scope.get("app")
+    services = getattr(getattr(app, "state", None), "services", None)
+    # Asked after the response, so a model this very request found in the registry (a miss that read it) counts.
+    if services is not None and services.manager.knows(name):
+        return str(name)
+    return UNKNOWN_MODEL

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     """Budget of the in-process store that stands in for Redis when ``redis_url`` is unset: past it the
     least recently used predictions are evicted (0 keeps none). Ignored with Redis."""
 
+    max_on_demand_versions: int = Field(default=8, ge=1)
+    """Versions one replica keeps loaded for the versioned route, promotion checks and pipeline stages
+    pinned by number, beside those an alias points at; loading one more unloads the least recently
+    used (live and aliased versions never are), so a flood of old version numbers cannot fill memory."""
+
     reap_interval_seconds: float = Field(default=60.0, gt=0)
     """How often dead cache namespaces (old generations, deleted models) are reclaimed."""
 

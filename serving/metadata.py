@@ -1,12 +1,15 @@
-"""What the engine says about a model without running it: its metadata and whether it can serve here.
+"""What the engine says without running a model: a model's metadata, whether it can serve here, and
+whether this replica can serve at all (the probes).
 
 Decided from the registry (versions, runtime, recorded signatures) and what this replica has
-loaded; the V2 routes only translate these dataclasses into the protocol's JSON.
+loaded; the V2 and operations routes only translate these dataclasses into their JSON.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 from modelreg.plugins.base import Signature
 from modelreg.plugins.discovery import PluginSet
@@ -31,6 +34,30 @@ class Readiness:
     name: str
     ready: bool
     reason: str | None = None
+
+
+ServerStatus = Literal["ready", "degraded", "starting", "shutting down"]
+
+
+@dataclass(frozen=True)
+class ServerReadiness:
+    """Whether this replica can serve its production versions (/readyz, /v2/health/ready).
+
+    Ready once the first load pass has finished and until shutdown begins. A production version
+    that failed to load here, or the registry database being down, makes it ``degraded``: still
+    ready, because loaded models keep serving and taking every replica out of the load balancer
+    for a shared fault would stop them too. ``checks`` says what is degraded and why.
+    """
+
+    status: ServerStatus
+    checks: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.status in ("ready", "degraded")
+
+    def __bool__(self) -> bool:  # ``if serving.server_ready():`` reads as it should
+        return self.ready
 
 
 class Catalog:

@@ -45,7 +45,9 @@ def create_model(body: ModelCreate, registry: RegistryDep, services: ServicesDep
     """Register a model under a unique name, served by the named runtime plugin."""
     services.plugins.get(body.runtime)  # 422 naming the available runtimes when it is unknown
     policy = body.model_dump(exclude={"name", "runtime"}, exclude_none=True)
-    return registry.create_model(body.name, body.runtime, actor=admin.name, **policy).to_dict()
+    created = registry.create_model(body.name, body.runtime, actor=admin.name, **policy).to_dict()
+    services.changed(body.name)  # every replica knows the name at once, not after its negative cache expires
+    return created
 
 
 @router.get("/models")

@@ -1,38 +1,41 @@
-"""Operations: liveness and readiness for orchestrators, metrics for Prometheus."""
+"""Operations: liveness and readiness for orchestrators, metrics for Prometheus.
+
+The engine decides readiness (``Serving.server_ready``); these routes only put it in JSON. None of
+them does I/O (they run on the event loop, no worker thread), so a probe, or a flood of them, never
+waits on the database or Redis.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from modelreg.api.deps import ServicesDep
-from modelreg.registry import Unavailable
+from modelreg.serving.metadata import ServerReadiness
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up."""
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """200 while the process answers: restart it only when this fails."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready when the registry database answers."""
-    checks: dict[str, Any] = {}
-    try:
-        await run_in_threadpool(services.registry.ping)
-        checks["database"] = "ok"
-    except Unavailable as exc:  # readiness reports, it does not raise
-        checks["database"] = f"unavailable: {exc.cause.partition(':')[0]}"
-    except Exception as exc:  # a bug, but still an answer: readiness reports, it does not raise
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The same as /livez (kept for existing checks)."""
+    return await livez()
+
+
+@router.get("/readyz", responses={503: {"description": "starting (first load pass) or shutting down"}})
+async def readyz(request: Request) -> JSONResponse:
+    """200 when this replica can serve its production versions ("ready", or "degraded" with the reasons in
+    ``checks``: a version that failed to load here, the registry database down); 503 while starting or
+    shutting down."""
+    # Not ServicesDep: a sync dependency would take a worker thread per probe.
+    readiness: ServerReadiness = request.app.state.services.serving.server_ready()
+    return JSONResponse({"status": readiness.status, "checks": dict(readiness.checks)},
+                        status_code=200 if readiness.ready else 503)
 
 
 @router.get("/metrics")

@@ -93,8 +93,9 @@ async def live() -> dict[str, bool]:
 
 @router.get("/health/ready")
 async def ready(request: Request) -> Response:
-    """200 once started: loaded models serve even while the registry database is down (see /readyz)."""
-    is_ready = _serving(request).server_ready()
+    """The same decision as /readyz: 200 once the first load pass is done (also when degraded), 503 while
+    starting or shutting down."""
+    is_ready = _serving(request).server_ready().ready
     return Response(b'{"ready":true}' if is_ready else b'{"ready":false}', status_code=200 if is_ready else 503,
                     media_type="application/json")
 

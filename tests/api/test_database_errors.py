@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from modelreg.registry import RegistryService
+from modelreg.registry import RegistryService, Unavailable
 from tests.api.conftest import AUTH
 
 
@@ -41,11 +41,16 @@ def test_an_unreachable_database_is_a_503_with_retry_after(client: TestClient, m
     assert response.headers["retry-after"] == "5"
 
 
-def test_readiness_names_the_outage_without_raising(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readiness_reports_the_outage_as_degraded_not_unready(client: TestClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     fail_every_query(monkeypatch, OperationalError("SELECT 1", {}, Exception("connection refused")))
+    with pytest.raises(Unavailable):  # the next poll tick finds the database gone
+        client.app.state.services.manager.refresh()
     response = client.get("/readyz")
-    assert response.status_code == 503
-    assert response.json() == {"status": "not ready", "checks": {"database": "unavailable: OperationalError"}}
+    # Loaded models keep serving, so the replica stays in the load balancer and says what is wrong.
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded",
+                               "checks": {"database": "unavailable: OperationalError", "models": "ok"}}
 
 
 def test_a_statement_error_under_the_registry_is_a_500_not_an_outage(

@@ -214,4 +214,4 @@ def test_the_metrics_see_the_same_routes_and_outcomes(open_pair: Pair) -> None:
     assert fast == _predict_series(open_pair.framework)
     for template in TEMPLATES:
         assert any(f'model="m",route="{template}",status="200",version="1"' in line for line in fast), fast
-        assert any(f'model="nope",route="{template}",status="404",version=""' in line for line in fast), fast
+        assert any(f'model="<unknown>",route="{template}",status="404",version=""' in line for line in fast), fast

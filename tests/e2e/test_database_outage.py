@@ -60,16 +60,21 @@ def test_with_the_database_cut_predict_serves_admin_says_503_and_both_recover_wi
             assert "registry database is unavailable" in response.json()["detail"]
             assert response.headers["retry-after"] == "5"
             assert time.monotonic() - started < 3.0, f"{path} took {time.monotonic() - started:.1f}s to say 503"
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+        # Degraded, not unready: Kubernetes must not drain replicas whose loaded models still serve.
+        deadline = time.monotonic() + 10
+        while (ready := client.get("/readyz")).json()["status"] != "degraded":  # once a poll tick has failed
+            assert ready.status_code == 200, ready.text
+            assert time.monotonic() < deadline, f"readiness never reported the outage: {ready.text}"
+            time.sleep(0.1)
+        assert ready.status_code == 200 and ready.json()["checks"]["database"].startswith("unavailable: ")
         assert client.get("/healthz").status_code == 200
         time.sleep(1.5)  # a few poll ticks fail meanwhile (every 0.5 s)
         assert _predict(client, 1.0)[:2] == (200, 1)
 
         proxy.resume()
         deadline = time.monotonic() + 10
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "not ready 10 s after the database came back"
+        while client.get("/readyz").json()["status"] != "ready":
+            assert time.monotonic() < deadline, "still degraded 10 s after the database came back"
             time.sleep(0.1)
         assert client.get("/admin/models", headers=AUTH).status_code == 200
         promoted = client.post("/admin/models/m/promote", json={"version": 2}, headers=AUTH)

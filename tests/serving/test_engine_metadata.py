@@ -92,6 +92,7 @@ def test_a_loaded_version_is_ready_without_asking_the_registry(registry: Registr
 
 def test_the_server_is_ready_until_it_shuts_down(registry: RegistryService) -> None:
     serving = engine(registry)
+    serving.manager.refresh()  # the start's first load pass
     assert serving.server_ready()
     asyncio.run(serving.close())
     assert not serving.server_ready()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ import pytest
 
 from modelreg.plugins.base import LoadedModel, LoadOptions, Runtime
 from modelreg.plugins.discovery import AVAILABLE, PluginSet, PluginStatus
-from modelreg.registry import NoProductionVersion, NotFound, RegistryService
+from modelreg.registry import LiveState, NoProductionVersion, NotFound, RegistryService, Unavailable
 from modelreg.serving.manager import FAILED_RETRY_SECONDS, ModelManager, Servable, VersionUnavailable, public_reason
+from modelreg.serving.misses import BURST, INTERVAL_SECONDS, TTL_SECONDS, UnknownNames
 
 GRACE = 60.0
 WAIT = 20.0  # the most any step may take on a loaded machine before the test calls it stuck
@@ -57,8 +59,11 @@ class WatchedRuntime:
         self.hold: threading.Event | None = None  # when set to an event, loads wait for it
         self.offered: list[str] | None = None  # devices to claim instead of the echo runtime's
         self.fail: Exception | None = None  # when set, loads raise it (a plugin's own bug)
+        self.devices_fail: Exception | None = None  # when set, listing devices raises it
 
     def devices(self) -> list[str]:
+        if self.devices_fail is not None:
+            raise self.devices_fail
         return self.offered if self.offered is not None else self._echo.devices()
 
     def load(self, artifact: Path, device: str, options: LoadOptions) -> LoadedModel:
@@ -428,3 +433,192 @@ def test_the_report_says_what_is_served_on_each_alias_what_is_loaded_and_what_fa
 ])
 def test_a_failure_reason_shown_to_clients_has_no_server_path(text: str, shown: str) -> None:
     assert public_reason(text) == shown
+
+
+# hostile traffic: unknown names and old versions -------------------------------------------
+
+class CountedReads:
+    """``registry.live_states`` counted: how many times the manager read every model's live state."""
+
+    def __init__(self, registry: RegistryService, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads = 0
+        self._read = registry.live_states
+        monkeypatch.setattr(registry, "live_states", self)
+
+    def __call__(self) -> dict[str, LiveState]:
+        self.reads += 1
+        return self._read()
+
+
+def test_a_flood_of_unknown_names_reads_the_registry_once_per_interval_for_all_of_them(
+        registry: RegistryService, manager: ModelManager, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    serving_v1(registry, manager)
+    counted = CountedReads(registry, monkeypatch)
+    for i in range(5000):
+        with pytest.raises(NotFound):
+            manager.resolve(f"random-{i}")
+    assert counted.reads == BURST  # the first few names read the registry; the rest asked nothing
+    clock.advance(INTERVAL_SECONDS)
+    with pytest.raises(NotFound):
+        manager.resolve("random-0")  # seen missing a moment ago: answered from the negative cache
+    for i in range(5000, 5100):
+        with pytest.raises(NotFound):
+            manager.resolve(f"random-{i}")
+    assert counted.reads == BURST + 1  # one read a second for every unknown name together
+    assert manager.resolve("iris").version == 1  # the real model serves throughout
+
+
+def test_a_model_created_on_another_replica_is_found_by_its_first_request(
+        registry: RegistryService, manager: ModelManager) -> None:
+    serving_v1(registry, manager)
+    registry.create_model("fresh", "echo", actor="alice")
+    registry.promote("fresh", echo_version(registry, "fresh", 5.0), actor="alice")
+    # No event or poll has told this replica yet: the miss reads the registry and switches to it.
+    assert answer(manager.resolve("fresh")) == 5.0
+
+
+def test_a_model_created_after_its_name_was_seen_missing_serves_from_the_next_poll(
+        registry: RegistryService, manager: ModelManager) -> None:
+    serving_v1(registry, manager)
+    with pytest.raises(NotFound):
+        manager.resolve("late")
+    registry.create_model("late", "echo", actor="alice")
+    registry.promote("late", echo_version(registry, "late", 7.0), actor="alice")
+    with pytest.raises(NotFound):
+        manager.resolve("late")  # within the interval: the negative cache answers, no SQL
+    manager.refresh()  # the poll (or the event of the promotion) brings it in, whatever the cache says
+    assert answer(manager.resolve("late")) == 7.0
+
+
+def test_the_negative_cache_keeps_at_most_its_size_and_forgets_names_after_its_ttl() -> None:
+    clock = FakeClock()
+    unknown = UnknownNames(max_names=100, clock=clock)
+    for i in range(10_000):
+        unknown.missing(f"name-{i}")
+    assert len(unknown) == 100
+    assert unknown.recently_missing("name-9999") and not unknown.recently_missing("name-0")
+    clock.advance(TTL_SECONDS)
+    assert not unknown.recently_missing("name-9999")
+
+
+def test_an_unknown_name_while_the_registry_is_down_is_unavailable_not_missing(
+        registry: RegistryService, manager: ModelManager, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    serving_v1(registry, manager)
+
+    def down() -> dict[str, LiveState]:
+        raise Unavailable("OperationalError: connection refused")
+
+    monkeypatch.setattr(registry, "live_states", down)
+    with pytest.raises(Unavailable):
+        manager.refresh()  # a poll tick
+    for name in ("created-elsewhere-maybe", "another"):
+        with pytest.raises(Unavailable):  # "does not exist" would be a guess
+            manager.resolve(name)
+    assert manager.registry_error == "OperationalError: connection refused"
+    assert manager.resolve("iris").version == 1  # loaded models keep serving
+
+
+def test_versions_loaded_on_demand_past_the_cap_unload_the_least_recently_used_never_an_aliased_one(
+        registry: RegistryService, runtime: WatchedRuntime, clock: FakeClock) -> None:
+    plugins = PluginSet([PluginStatus(name="echo", status=AVAILABLE, runtime=runtime)])
+    manager = ModelManager(registry, plugins, default_device="cpu", grace_seconds=GRACE, max_on_demand=2,
+                           clock=clock)
+    try:
+        v1, v2 = serving_v1(registry, manager)
+        v3, v4, v5, canary = (echo_version(registry, "iris", float(o)) for o in (3, 4, 5, 6))
+        registry.set_alias("iris", "canary", canary, actor="alice")
+        manager.refresh()
+        assert answer(manager.resolve("iris", alias="canary")) == 6.0
+        for number in (v2, v3, v2, v4):  # v2 is used again before v4 comes: v3 is the least recently used
+            clock.advance(1)
+            manager.resolve("iris", version=number)
+        assert manager.loaded_versions() == [("iris", v) for v in (v1, v2, v4, canary)]
+        clock.advance(1)
+        manager.resolve("iris", version=v5)
+        # Production and the canary alias stay whatever the flood: only versions loaded on demand go.
+        assert manager.loaded_versions() == [("iris", v) for v in (v1, v4, v5, canary)]
+        assert [m.unloaded for m in runtime.models] == [False, False, True, True, False, False]
+        assert runtime.loads == 6  # each once: the survivors were not reloaded
+    finally:
+        manager.close()
+
+
+def test_the_cap_on_demand_leaves_the_replaced_version_its_grace_so_a_rollback_stays_instant(
+        registry: RegistryService, runtime: WatchedRuntime, clock: FakeClock) -> None:
+    plugins = PluginSet([PluginStatus(name="echo", status=AVAILABLE, runtime=runtime)])
+    manager = ModelManager(registry, plugins, default_device="cpu", grace_seconds=GRACE, max_on_demand=1,
+                           clock=clock)
+    try:
+        v1, v2 = serving_v1(registry, manager)
+        registry.promote("iris", v2, actor="alice")
+        manager.refresh()
+        for offset in (3.0, 4.0, 5.0):
+            clock.advance(1)
+            manager.resolve("iris", version=echo_version(registry, "iris", offset))
+        assert ("iris", v1) in manager.loaded_versions() and len(manager.loaded_versions()) == 3
+        registry.rollback("iris", actor="alice")
+        loads = runtime.loads
+        manager.refresh()
+        assert manager.resolve("iris").version == v1 and runtime.loads == loads
+    finally:
+        manager.close()
+
+
+# containment: whatever a plugin raises stays with its model ----------------------------------
+
+def test_a_runtime_raising_while_listing_its_devices_is_a_failed_version_and_the_refresh_goes_on(
+        registry: RegistryService, manager: ModelManager, runtime: WatchedRuntime) -> None:
+    runtime.devices_fail = RuntimeError("driver not initialised")
+    registry.create_model("iris", "echo", actor="alice")
+    registry.promote("iris", echo_version(registry, "iris", 1.0), actor="alice")
+    manager.refresh()  # the start: no exception escapes, the server starts
+    assert manager.started
+    assert manager.failures()[("iris", 1)] == ("runtime 'echo' raised RuntimeError listing its devices: "
+                                               "driver not initialised")
+    assert manager.unserved() == {"iris": "v1 cannot be loaded here (serving nothing): runtime 'echo' raised "
+                                          "RuntimeError listing its devices: driver not initialised"}
+    with pytest.raises(VersionUnavailable):
+        manager.resolve("iris")
+
+
+def test_an_unexpected_error_with_one_model_leaves_the_other_models_refreshed(
+        registry: RegistryService, manager: ModelManager, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="modelreg.manager")
+    for name in ("a", "b"):
+        registry.create_model(name, "echo", actor="alice")
+        registry.promote(name, echo_version(registry, name, 1.0), actor="alice")
+    real_get_version = registry.get_version
+
+    def get_version(name: str, number: int) -> object:
+        if name == "a":
+            raise RuntimeError("a bug reading a")
+        return real_get_version(name, number)
+
+    monkeypatch.setattr(registry, "get_version", get_version)
+    manager.refresh()
+    assert manager.started and list(manager.states()) == ["b"]
+    assert answer(manager.resolve("b")) == 1.0
+    for _ in range(3):  # the polls that follow retry it, without a traceback each time
+        manager.refresh()
+    failed = [r for r in caplog.records if r.getMessage().startswith("refreshing a failed")]
+    assert [r.levelname for r in failed] == ["ERROR", "DEBUG", "DEBUG", "DEBUG"] and failed[0].exc_info
+
+
+def test_a_plugin_failing_to_unload_or_to_say_its_memory_stops_neither_the_sweep_nor_the_report(
+        registry: RegistryService, manager: ModelManager, runtime: WatchedRuntime, clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    v1, v2 = serving_v1(registry, manager)
+    registry.promote("iris", v2, actor="alice")
+    manager.refresh()
+    old = runtime.models[0]
+
+    def unload() -> None:
+        raise RuntimeError("cannot free")
+
+    monkeypatch.setattr(old, "unload", unload)
+    monkeypatch.setattr(type(old), "memory_bytes", property(lambda self: 1 // 0), raising=False)
+    assert [e["memory_bytes"] for e in manager.report()["iris"]["loaded"]] == [None, None]
+    clock.advance(GRACE)
+    manager.sweep()
+    assert manager.loaded_versions() == [("iris", v2)]
