@@ -240,7 +240,12 @@ class ModelManager:
         state = self._states.get(name)
         if state is None:
             return None
-        number = self._number(state, version, alias)
+        if version is None:
+            number = state.aliases.get(alias or PRODUCTION)
+            if number is None:  # resolve() decides: the registry's latest view, or no such alias
+                return None
+        else:
+            number = version
         key = self._index.get((name, number))
         loaded = self._loaded.get(key) if key else None
         if loaded is None:
@@ -254,8 +259,12 @@ class ModelManager:
         if found is not None:
             return found
         # A model the registry has but this replica never switched to (its production version cannot
-        # load here) exists: its requests get VersionUnavailable, never "does not exist".
-        state = self._states.get(name) or self._view.get(name) or self._look_up_unknown(name)
+        # load here) exists: its requests get VersionUnavailable, never "does not exist". So does one
+        # whose live state here predates the alias (created, then promoted to a version that cannot
+        # load here): the registry's latest view says which version is meant.
+        state = self._states.get(name)
+        if state is None or (version is None and (alias or PRODUCTION) not in state.aliases):
+            state = self._view.get(name) or state or self._look_up_unknown(name)
         number = self._number(state, version, alias)
         loaded = self._ensure_loaded(state, number, retry_failed=False)
         return Servable(state=state, version=number, sha256=loaded.record.sha256, model=loaded.model)
