@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -48,16 +49,22 @@ def hermetic_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``uvicorn api.app:create_app --factory`` on a free port, with its own data folder."""
+    """``uvicorn modelreg.api.app:create_app --factory`` on a free port, with its own data folder."""
     if "echo" not in entry_points(group="modelreg.runtimes").names:
         message = "the echo test plugin is not installed: pip install -e tests/fixtures/echo_plugin"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    data = tmp_path_factory.mktemp("server")
+    with running_server(tmp_path_factory.mktemp("server"), MAX_ARTIFACT_BYTES) as running:
+        yield running
+
+
+@contextmanager
+def running_server(data: Path, max_artifact_bytes: int) -> Iterator[Server]:
+    """A real ``modelreg.api.app`` process on a free port with its own data folder and admin token."""
     token, port = secrets.token_urlsafe(24), free_port()
     env = hermetic_env(MODELREG_DATA_DIR=str(data), MODELREG_ADMIN_TOKEN=token,
-                       MODELREG_MAX_ARTIFACT_BYTES=str(MAX_ARTIFACT_BYTES))
+                       MODELREG_MAX_ARTIFACT_BYTES=str(max_artifact_bytes))
     log = (data / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "modelreg.api.app:create_app", "--factory", "--host", "127.0.0.1",

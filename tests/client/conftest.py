@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelreg import Client
-from tests.cli.conftest import ROOT, Server, free_port, hermetic_env, wait_until_healthy
+from tests.cli.conftest import Server, running_server
 from tests.fixtures import tiny_models
 
 MAX_ARTIFACT_BYTES = 1_000_000
@@ -20,26 +17,8 @@ MAX_ARTIFACT_BYTES = 1_000_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``uvicorn modelreg.api.app:create_app --factory`` on a free port, with its own data folder."""
-    data = tmp_path_factory.mktemp("client-server")
-    token, port = secrets.token_urlsafe(24), free_port()
-    env = hermetic_env(MODELREG_DATA_DIR=str(data), MODELREG_ADMIN_TOKEN=token,
-                       MODELREG_MAX_ARTIFACT_BYTES=str(MAX_ARTIFACT_BYTES))
-    log = (data / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "modelreg.api.app:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc, data / "server.log")
-        yield Server(url=url, token=token, data_dir=data)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_server(tmp_path_factory.mktemp("client-server"), MAX_ARTIFACT_BYTES) as running:
+        yield running
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -113,3 +114,14 @@ def register_echo(url: str, name: str, artifact: bytes) -> None:
         uploaded = admin.post(f"/admin/models/{name}/versions", files={"artifact": ("a.json", artifact)})
         assert uploaded.json()["status"] == "ready", uploaded.text
         assert admin.post(f"/admin/models/{name}/promote", json={"version": 1}).status_code == 200
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.1) -> Any:
+    """``check()``'s first truthy answer within ``timeout`` seconds (a poll with a deadline, never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what} within {timeout}s"
+        time.sleep(every)

@@ -4,17 +4,14 @@ models are still reaped."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from tests.api.conftest import AUTH, upload
-from tests.e2e.conftest import Replica, StartReplicas, create_echo_model
+from tests.e2e.conftest import Replica, StartReplicas, create_echo_model, until
 from tests.fixtures import tiny_models
 
 pytest.importorskip("onnxruntime")
@@ -22,17 +19,6 @@ pytest.importorskip("onnx")
 pytestmark = pytest.mark.slow
 INPUTS = 20
 PASS_LINE = "reaper: pass examined"
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """``check()``'s first truthy answer within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} within {timeout}s"
-        time.sleep(0.1)
 
 
 def cached(client: redis.Redis, prefix: str, model: str) -> set[bytes]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,10 @@ from typer.testing import CliRunner
 
 from modelreg.api.cli import app
 from tests.api.conftest import AUTH, TOKEN
-from tests.e2e.conftest import StartReplicas, create_echo_model
+from tests.e2e.conftest import StartReplicas, create_echo_model, until
 
 pytestmark = pytest.mark.slow
 MISSING = "is not in this replica's artifact store"
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """``check()``'s first truthy answer within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} within {timeout}s"
-        time.sleep(0.2)
 
 
 def test_a_replica_without_the_artifact_says_so_everywhere(
