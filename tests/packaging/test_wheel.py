@@ -33,9 +33,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
     for name in files:
-        if (ROOT / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, src / name)
+        path = ROOT / name
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():  # modelreg/<folder> -> ../<folder>: the tree as it is checked out
+            (src / name).symlink_to(os.readlink(path))
+        elif path.is_file():
+            shutil.copy2(path, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
                     str(src)], check=True, capture_output=True, text=True)
     return next(out.glob("modelreg-*.whl"))
