@@ -318,6 +318,12 @@ class RegistryService:
             self._ready_version(session, model, version)
             return self._move_production(session, model, version, "rollback", actor)
 
+    def rollback_target(self, name: str) -> int | None:
+        """The version a plain ``rollback`` would return to now (None: nothing to roll back to)."""
+        with self._tx() as session:
+            stack = self._production_stack(session, self._model(session, name))
+            return stack[-1] if stack else None
+
     @staticmethod
     def _production_stack(session: Session, model: Model) -> list[int]:
         """Versions a plain rollback walks back through: promotions push, rollbacks pop."""

@@ -136,7 +136,7 @@ def promote(name: str, body: Promote, registry: RegistryDep, services: ServicesD
 def rollback(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep,
              body: Rollback | None = None) -> dict[str, Any]:
     """Return production to the previous version (or to ``version``), loaded on this replica first."""
-    target = body.version if body and body.version is not None else _rollback_target(registry, name)
+    target = body.version if body and body.version is not None else registry.rollback_target(name)
     if target is not None:  # None: nothing to roll back to, which the registry says in its own words
         _load_first(services, registry, name, target, "roll back to")
     change = registry.rollback(name, body.version if body else None, actor=admin.name)
@@ -153,20 +153,6 @@ def _load_first(services: Services, registry: RegistryService, name: str, versio
         stays = f"production stays v{live}" if live is not None else "there is still no production version"
         raise Conflict(f"cannot {action} {name} v{version}: it cannot be loaded on this replica "
                        f"({services.replicas.id}): {exc.reason}; nothing changed, {stays}") from exc
-
-
-def _rollback_target(registry: RegistryService, name: str) -> int | None:
-    """The version a plain rollback returns to: the registry's rule (promotions push, rollbacks pop), replayed
-    over its history so the version can be loaded before the rollback commits."""
-    stack: list[int] = []
-    for event in registry.history(name):
-        if event.alias != PRODUCTION:
-            continue
-        if event.action == "promote" and event.from_version is not None:
-            stack.append(event.from_version)
-        elif event.action == "rollback" and event.to_version in stack:
-            del stack[len(stack) - 1 - stack[::-1].index(event.to_version):]
-    return stack[-1] if stack else None
 
 
 def _answer(services: Services, change: ProductionChange, wait_seconds: float | None) -> dict[str, Any]:
