@@ -443,7 +443,7 @@ class ModelManager:
 
     def loaded_versions(self) -> list[tuple[str, int]]:
         """Every (name, version) loaded here, sorted."""
-        return sorted((k[0], k[1]) for k in self._loaded)
+        return sorted((k[0], k[1]) for k in list(self._loaded))  # a load may add one meanwhile
 
     def close(self) -> None:
         """Unload everything (shutdown)."""
