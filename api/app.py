@@ -17,6 +17,7 @@ from modelreg.api.metrics import Metrics, RequestMetrics
 from modelreg.api.routes import admin, ops, predict, v2
 from modelreg.api.services import build_services
 from modelreg.api.settings import Settings
+from modelreg.api.ui import install as install_console
 
 
 def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
     app.include_router(admin.router)
     app.include_router(predict.router, dependencies=[Depends(require_predict)])
     app.include_router(v2.router)
+    install_console(app)  # /ui: the web console
     # Inside out: the last resort for bugs, then the fast path (so a hit never passes the former).
     app.add_middleware(errors.LastResort)
     if fast_path:

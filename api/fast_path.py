@@ -8,6 +8,10 @@ and ``/models/{name}/aliases/{a}/predict`` itself: the same token check, the sam
 same header and error renderers as the routes in api/routes/predict.py, so the bytes are the same.
 What it cannot parse as surely as the router (a version that is not a plain number in SQL's
 range, a root path) goes on to the framework untouched, which answers it as it always did.
+
+The two V2 infer routes (``/v2/models/{name}[/versions/{v}]/infer``) are answered here too, by the
+same call as api/routes/v2.py (``serving.v2infer.infer_v2``); a compressed body goes on to the
+route, which inflates it off the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelreg.api.rendering import client_gone, prediction_headers, render
 from modelreg.registry import SQL_INT_MAX
 from modelreg.serving import CacheControl
+from modelreg.serving.v2infer import infer_v2
 
 log = logging.getLogger("modelreg.errors")
 PREDICT_ROUTE = "/models/{name}/predict"
@@ -28,6 +33,11 @@ _PREFIX = "/models/"
 _SUFFIX = "/predict"
 _DEFAULT_CONTROL = CacheControl()
 MODEL_KNOWN = "modelreg.model_known"  # scope key: this request's model answered, so it is registered
+V2_ROUTE = "/v2/models/{name}/infer"
+V2_VERSION_ROUTE = "/v2/models/{name}/versions/{version}/infer"
+_V2_PREFIX = "/v2/models/"
+_V2_SUFFIX = "/infer"
+_V2_HEADER_LENGTH = b"inference-header-content-length"
 
 
 class FastPath:
@@ -38,6 +48,8 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
+        if path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX) and await _v2_infer(scope, receive, send, path):
+            return
         if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_PREFIX)
                 or not path.endswith(_SUFFIX) or scope.get("root_path")):
             await self.app(scope, receive, send)
@@ -53,11 +65,14 @@ class FastPath:
         scope["path_params"] = {"name": name}
         authorization: str | None = None
         cache_control: str | None = None
+        request_key: str | None = None  # X-Request-Key: which traffic-split arm (issue 13), sticky
         for header, value in scope["headers"]:  # the first of each, as Starlette's headers.get does
             if header == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
             elif header == b"cache-control" and cache_control is None:
                 cache_control = value.decode("latin-1")
+            elif header == b"x-request-key" and request_key is None:
+                request_key = value.decode("latin-1")
         try:
             if services.auth.predict_auth:
                 await services.auth.check_predict(authorization)
@@ -67,7 +82,8 @@ class FastPath:
                 status, headers, body = client_gone(v2=False)
             else:
                 control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
-                answer = await services.serving.predict(name, body, version=version, alias=alias, control=control)
+                answer = await services.serving.predict(name, body, version=version, alias=alias, control=control,
+                                                        request_key=request_key)
                 status, headers, body = 200, prediction_headers(answer), answer.body
                 scope[MODEL_KNOWN] = True  # it answered: the metrics need not ask the manager again
         except Exception as exc:
@@ -92,6 +108,54 @@ def _parse(middle: str) -> tuple[str, int | None, str | None, str] | None:
         if number <= SQL_INT_MAX:
             return name, number, None, VERSION_ROUTE
     return None
+
+
+async def _v2_infer(scope: Scope, receive: Receive, send: Send, path: str) -> bool:
+    """Answer a V2 infer request as api/routes/v2.py would; False (nothing sent) to leave it to the router."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return False
+    middle = path[len(_V2_PREFIX):-len(_V2_SUFFIX)]
+    target = _parse(middle) if "/aliases/" not in middle else None  # V2 has no alias route
+    services = getattr(scope["app"].state, "services", None)
+    if target is None or services is None:
+        return False
+    name, version, _, _ = target
+    headers: dict[bytes, str] = {}
+    for header, value in scope["headers"]:  # the first of each, as Starlette's headers.get does
+        if header in _V2_HEADERS and header not in headers:
+            headers[header] = value.decode("latin-1")
+    if b"content-encoding" in headers:
+        return False  # inflating is CPU work the route does in a thread
+    scope["modelreg.route"] = V2_ROUTE if version is None else V2_VERSION_ROUTE
+    scope["path_params"] = {"name": name}
+    try:
+        await services.auth.check_predict(headers.get(b"authorization"))
+        body = await _read_body(receive)
+        if body is None:
+            log.info("client closed the connection before sending the whole body of POST %s", path)
+            status, raw, body = client_gone(v2=True)
+        else:
+            cache_control = headers.get(b"cache-control")
+            control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
+            answer = await infer_v2(services.serving, name, body, headers.get(_V2_HEADER_LENGTH), version=version,
+                                    control=control, request_key=headers.get(b"x-request-key"))
+            body = answer.body
+            raw = [(b"content-length", str(len(body)).encode()),
+                   (b"content-type", b"application/json" if answer.header_length is None
+                    else b"application/octet-stream"),
+                   (b"x-model-version", str(answer.version).encode()), (b"x-cache", answer.cache_status.encode())]
+            if answer.header_length is not None:
+                raw.append((_V2_HEADER_LENGTH, str(answer.header_length).encode()))
+            status = 200
+            scope[MODEL_KNOWN] = True
+    except Exception as exc:
+        status, raw, body = render(exc, v2=True, where=f"POST {path}")
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+    return True
+
+
+_V2_HEADERS = frozenset({b"authorization", b"cache-control", b"x-request-key", b"content-encoding", _V2_HEADER_LENGTH})
 
 
 def _split3(middle: str) -> tuple[str, str, str]:

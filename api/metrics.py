@@ -18,21 +18,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from modelreg.api.metrics_pool import LiveRegistry, WorkerPool, multiprocess_dir
 from modelreg.serving.breaker import BreakerState
 from modelreg.serving.cache import CacheStats
+from modelreg.serving.series import OUTCOMES, Series
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 _CHANGES = {"promote": "promotion", "rollback": "rollback"}
 UNKNOWN_MODEL = "<unknown>"  # the label of every name the registry does not have
+_CACHE_OUTCOMES = frozenset(OUTCOMES)
 
 
 class Metrics:
     """The replica's metrics; the serving layer reports through plain callbacks (no Prometheus there)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry: CollectorRegistry = LiveRegistry()
+        # `modelreg serve --workers N`: one /metrics for every worker of the machine (api/metrics_pool.py).
+        folder = multiprocess_dir()
+        self._workers = WorkerPool(folder, self.registry) if folder is not None else None
         self.requests = Counter("modelreg_requests", "Requests by model, version, route and status",
                                 ["model", "version", "route", "status"], registry=self.registry)
         self.latency = Histogram("modelreg_request_seconds", "Request latency by route and cache outcome",
@@ -43,6 +49,15 @@ class Metrics:
                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.changes = Counter("modelreg_production_changes", "Promotions and rollbacks that succeeded",
                                ["model", "action"], registry=self.registry)
+        # Per model version: what the cache did for predictions, and the runtime time it spared.
+        self.cache_requests = Counter("modelreg_cache_requests", "Predictions by model, version and cache outcome",
+                                      ["model", "version", "outcome"], registry=self.registry)
+        self.seconds_saved = Counter("modelreg_inference_seconds_saved",
+                                     "Inference seconds the cache saved: hits x the version's mean runtime "
+                                     "seconds per computed row (this replica's measure)",
+                                     ["model", "version"], registry=self.registry)
+        # The console's rolling figures (serving/series.py); pooled in Redis by build_services when there is one.
+        self.series = Series()
 
     def on_batch(self, label: str, rows: int) -> None:
         self.batch_rows.labels(label.rpartition(":")[0]).observe(rows)
@@ -50,18 +65,22 @@ class Metrics:
     def on_inference(self, label: str, rows: int, seconds: float) -> None:
         model, _, version = label.rpartition(":")
         self.inference.labels(model, version).observe(seconds)
+        self.series.record_inference(model, version, rows, seconds)
 
     def watch(self, *, cache_stats: Callable[[], CacheStats], breaker: Callable[[], BreakerState],
               queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]]) -> None:
         """Read the live state (counters kept by the cache, queue, loaded versions) at scrape time."""
         self.registry.register(_LiveState(cache_stats, breaker, queue_depth, loaded))
+        if self._workers is not None:
+            self._workers.start()
 
     def watch_fleet(self, *, live: Callable[[], int], lagging: Callable[[], int]) -> None:
         """Read the fleet counts the replica board keeps (refreshed on its heartbeat, not at scrape time)."""
         self.registry.register(_Fleet(live, lagging))
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = self._workers.registry() if self._workers is not None else self.registry
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class _LiveState(Collector):
@@ -148,9 +167,22 @@ class RequestMetrics:
         status = int(seen["status"])
         self.metrics.requests.labels(model, version, route, str(status)).inc()
         self.metrics.latency.labels(route, seen["cache"]).observe(seconds)
+        if route.endswith(_SERVED) and model and model != UNKNOWN_MODEL:
+            self._served(model, version, seen["cache"], status, seconds)
         action = _CHANGES.get(route.rpartition("/")[2]) if route.startswith("/admin/models/") else None
         if action is not None and status == 200 and scope.get("method") == "POST":
             self.metrics.changes.labels(model, action).inc()
+
+    def _served(self, model: str, version: str, cache: str, status: int, seconds: float) -> None:
+        # The hit path: a counter and a few additions in the series.
+        saved = self.metrics.series.record(model, version, cache, status, seconds)
+        if cache in _CACHE_OUTCOMES and version:
+            self.metrics.cache_requests.labels(model, version, cache).inc()
+            if saved:
+                self.metrics.seconds_saved.labels(model, version).inc(saved)
+
+
+_SERVED = ("/predict", "/infer")  # the route templates whose answers are predictions (series, cache figures)
 
 
 def _model_label(scope: dict[str, Any]) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from modelreg.registry import SQL_INT_MAX
+from modelreg.registry import SQL_INT_MAX, GuardSpec
 
 
 class _Body(BaseModel):
@@ -35,9 +35,23 @@ WAIT_DESCRIPTION = ("wait up to this many seconds for every live replica to serv
                     "the answer then lists those that do and those that do not, with why")
 
 
+class Guard(_Body):
+    """Limits a guarded promotion must hold over its window; a breach rolls back to the version it replaced."""
+
+    window_seconds: int = Field(default=300, ge=1, le=86_400, description="how long the new version is watched")
+    min_requests: int | None = Field(default=None, ge=1, le=SQL_INT_MAX,
+                                     description="judge only after this many requests to the new version")
+    max_error_rate: float | None = Field(default=None, ge=0, le=1, description="0.01 = 1 % of requests failing")
+    max_p99_ms: float | None = Field(default=None, gt=0, le=3_600_000, description="99th percentile latency limit")
+
+    def spec(self) -> GuardSpec:
+        return GuardSpec(self.window_seconds, self.min_requests, self.max_error_rate, self.max_p99_ms)
+
+
 class Promote(_Body):
     version: int = Field(ge=1, le=SQL_INT_MAX)
     wait_seconds: float | None = Field(default=None, ge=0, le=300, description=WAIT_DESCRIPTION)
+    guard: Guard | None = Field(default=None, description="watch the new version and roll back on a breach")
 
 
 class Rollback(_Body):
@@ -47,6 +61,16 @@ class Rollback(_Body):
 
 class AliasSet(_Body):
     version: int = Field(ge=1, le=SQL_INT_MAX)
+
+
+class TrafficSet(_Body):
+    weights: dict[str, StrictInt] = Field(
+        description='alias -> whole-number weight, summing to 100, e.g. {"production": 90, "canary": 10}')
+
+
+class ShadowSet(_Body):
+    version: int = Field(ge=1, le=SQL_INT_MAX, description="the version that also runs, answering nobody")
+    percent: float = Field(gt=0, le=100, description="share of production requests it also runs")
 
 
 class TokenCreate(_Body):

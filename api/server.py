@@ -9,12 +9,14 @@ stop that was asked for and done is a success for systemd, Kubernetes and script
 from __future__ import annotations
 
 import copy
+import logging.config
 import math
 import signal
 from types import FrameType
 from typing import Any
 
 from modelreg.api.settings import Settings
+from modelreg.api.workers import prepared
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -38,10 +40,13 @@ def run(settings: Settings, *, host: str, port: int, workers: int, reload: bool,
     # by SIGTERM, exit status 143) reports it. The drain has happened by then: with this handler in
     # place the re-raised signal is noted, and `modelreg serve` exits 0.
     signal.signal(signal.SIGTERM, _stopped)
-    # uvicorn takes the grace in whole seconds: round up, so the drain is never shorter than configured.
-    uvicorn.run("modelreg.api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
-                log_level=log_level, log_config=log_config(log_level),
-                timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds))
+    logging.config.dictConfig(log_config(log_level))  # so what the workers' setup logs is shown
+    # Several workers: each a replica, one /metrics for all of them, CPU shares (api/workers.py).
+    with prepared(1 if reload else workers, settings):
+        # uvicorn takes the grace in whole seconds: round up, so the drain is never shorter than configured.
+        uvicorn.run("modelreg.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    reload=reload, log_level=log_level, log_config=log_config(log_level),
+                    timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds))
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import anyio.from_thread
@@ -11,9 +10,12 @@ from sqlalchemy import Engine
 
 from modelreg.api.auth import Authenticator, resolve_admin_token
 from modelreg.api.metrics import Metrics
+from modelreg.api.release_metrics import ShadowMetrics
 from modelreg.api.settings import Settings
+from modelreg.plugins.cpus import usable_cpus
 from modelreg.plugins.discovery import PluginSet
-from modelreg.registry import LocalArtifactStore, RegistryService, TokenService, open_registry
+from modelreg.registry import RegistryService, TokenService, Unavailable, open_registry
+from modelreg.registry.opening import open_artifacts
 from modelreg.serving import Serving
 from modelreg.serving.breaker import CircuitBreaker
 from modelreg.serving.cache import PredictionCache, make_redis
@@ -55,9 +57,15 @@ class Services:
         except RuntimeError:  # not called from a worker thread (e.g. the CLI): nobody to tell
             pass
 
+    async def _released(self, model: str) -> None:
+        """After the guard monitor rolled back or ended a guard: switch here, tell the others."""
+        await anyio.to_thread.run_sync(self.changed, model)
+
     async def start(self) -> None:
         await anyio.to_thread.run_sync(self.manager.refresh)
         self.replicas.start()
+        self.metrics.series.start()
+        self.serving.start_releases(self._released)  # issue 13's guard monitor
         self.feed.start(lambda: self.reaper.run_forever(self.settings.reap_interval_seconds))
 
     async def stop(self) -> None:
@@ -69,6 +77,7 @@ class Services:
             log.warning("%d inference thread(s) still running after %gs (a hung model?); exiting without them",
                         hung, SHUTDOWN_WAIT_SECONDS)
         await self.replicas.stop()  # leave the replica list before the models go
+        await self.metrics.series.stop()
         unloaded = self.manager.loaded_versions()
         self.manager.close()
         self.engine.dispose()
@@ -82,8 +91,14 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     for status in plugins.statuses():
         log.info("runtime plugin %s: %s", status.name, status.status)
     stage_check = RegistryStageCheck()  # pipelines' stages are checked in the registry that validates them
-    artifacts = LocalArtifactStore(settings.resolved_artifact_dir())
-    artifacts.sweep_orphans()  # uploads cut short by a replica killed mid-upload
+    artifacts = open_artifacts(settings.resolved_artifact_url(), cache_dir=settings.resolved_artifact_cache_dir(),
+                               cache_bytes=settings.artifact_cache_bytes,
+                               max_artifact_bytes=settings.max_artifact_bytes,
+                               create_bucket=settings.artifact_create_bucket)
+    try:
+        artifacts.sweep_orphans()  # uploads cut short by a replica killed mid-upload
+    except Unavailable as exc:  # an object store that does not answer now: the next start sweeps
+        log.warning("orphan sweep skipped: %s", exc)
     opened = open_registry(settings.resolved_database_url(), migrate=settings.should_auto_migrate(),
                            artifacts=artifacts,
                            validator=PluginValidator(plugins, settings.device, stage_check),
@@ -103,16 +118,20 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     metrics = metrics or Metrics()
     serving = Serving(manager, cache, registry=registry, plugins=plugins, prefix=settings.cache_prefix,
                       default_ttl_seconds=settings.default_cache_ttl_seconds,
-                      inference_threads=settings.inference_threads or len(os.sched_getaffinity(0)),
+                      inference_threads=settings.inference_threads or usable_cpus(),  # CPU set and cgroup quota
                       max_queue_rows=settings.max_queued_rows,
                       inference_timeout_seconds=settings.inference_timeout_seconds,
-                      on_batch=metrics.on_batch, on_inference=metrics.on_inference)
+                      on_batch=metrics.on_batch, on_inference=metrics.on_inference,
+                      redis=redis)  # shadow figures and guard outcomes are pooled there (issue 13)
+    metrics.registry.register(ShadowMetrics(serving.shadow.known))
     metrics.watch(cache_stats=lambda: cache.stats, breaker=lambda: cache.breaker_state,
                   queue_depth=serving.batcher.queue_depth, loaded=manager.loaded_versions)
     feed = ChangeFeed(manager, redis, prefix=settings.cache_prefix, subscribe_url=settings.redis_url,
                       poll_interval=settings.poll_interval_seconds)
     replicas = ReplicaBoard(manager, redis, prefix=settings.cache_prefix)
     metrics.watch_fleet(live=lambda: replicas.live, lagging=lambda: replicas.lagging)
+    if settings.redis_url is not None:  # the console's figures, pooled; the embedded default keeps its own
+        metrics.series.pool(redis, settings.cache_prefix)
     reaper = Reaper(redis, settings.cache_prefix, registry)  # dead is what SQL says, not what is loaded here
     return Services(settings=settings, engine=engine, registry=registry, tokens=tokens, plugins=plugins,
                     auth=auth, manager=manager, serving=serving, feed=feed, reaper=reaper, metrics=metrics,

@@ -22,10 +22,27 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the registry; default: a SQLite file under ``data_dir``."""
 
     redis_url: str | None = None
-    """Redis for the prediction cache and change events; default: none, an in-process cache."""
+    """Redis for the prediction cache and change events; default: none, an in-process cache. One server
+    (``redis://``, ``rediss://``), Sentinel (``redis+sentinel://h1:26379,h2:26379/mymaster``) or Cluster
+    (``redis+cluster://h1:7000,h2:7001``): ``serving/redis_url.py``."""
 
     artifact_dir: Path | None = None
     """Where artifacts are stored by sha256; default: ``data_dir/artifacts``."""
+
+    artifact_url: str | None = None
+    """The artifact store: a folder path or ``file:///path`` (default: ``artifact_dir``), or
+    ``s3://bucket/prefix`` on any S3-compatible store, with the standard ``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION`` (needs ``modelreg[s3]``)."""
+
+    artifact_cache_dir: Path | None = None
+    """With an S3 store: where this replica keeps the artifacts it fetched; default ``data_dir/artifact-cache``."""
+
+    artifact_cache_bytes: int = Field(default=4 * 1024**3, ge=0)
+    """With an S3 store: the local cache's budget; past it the least recently used files are removed
+    (a loaded model keeps its bytes in memory; the file is fetched again for its next load)."""
+
+    artifact_create_bucket: bool = False
+    """With an S3 store: create the bucket at start when it does not exist (default: refuse to start)."""
 
     admin_token: SecretStr | None = None
     """The bootstrap admin token (acts as "bootstrap"); unset: generated into ``data_dir/admin-token`` for
@@ -103,8 +120,8 @@ class Settings(BaseSettings):
     @field_validator("cache_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:
-        if not value or any(c.isspace() for c in value):
-            raise ValueError("cache_prefix must be non-empty and contain no whitespace")
+        if not value or any(c.isspace() or c in "{}" for c in value):  # a brace would be every key's Cluster hash tag
+            raise ValueError("cache_prefix must be non-empty and contain no whitespace, '{' or '}'")
         return value
 
     def resolved_database_url(self) -> str:
@@ -113,6 +130,13 @@ class Settings(BaseSettings):
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
+
+    def resolved_artifact_url(self) -> str:
+        """``artifact_url``, else the artifact folder."""
+        return self.artifact_url or str(self.resolved_artifact_dir())
+
+    def resolved_artifact_cache_dir(self) -> Path:
+        return self.artifact_cache_dir or self.data_dir / "artifact-cache"
 
     def is_embedded_database(self) -> bool:
         return self.database_url is None

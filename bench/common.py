@@ -145,12 +145,13 @@ class WrkResult:
 
 
 def run_wrk(url: str, *, ids_file: Path, seconds: int, connections: int, core: int = 1,
-            cycle: bool = False) -> WrkResult:
+            cycle: bool = False, body_format: str = "predict") -> WrkResult:
     """wrk pinned to ``core``, one request per id of ``ids_file`` in order (see stream.lua).
 
     ``cycle`` allows replaying the ids (W100, W0 where repeats don't matter); a stream must not.
+    ``body_format`` is ``predict`` (``{"inputs": [[...]]}``) or ``v2`` (an Open Inference Protocol body).
     """
-    env = {**os.environ, "BENCH_IDS": str(ids_file)}
+    env = {**os.environ, "BENCH_IDS": str(ids_file), "BENCH_FORMAT": body_format}
     out = subprocess.run(
         ["taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
          "-s", str(ROOT / "bench" / "stream.lua"), url],

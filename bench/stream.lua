@@ -6,6 +6,8 @@
 local ids = {}
 for line in io.lines(os.getenv("BENCH_IDS")) do ids[#ids + 1] = tonumber(line) end
 local width = tonumber(os.getenv("BENCH_WIDTH") or "512")
+-- "predict": {"inputs": [[...]]}; "v2": the Open Inference Protocol's {"inputs": [{"name": "x", ...}]}
+local format = os.getenv("BENCH_FORMAT") or "predict"
 local cache = {}
 local i = 0
 counts = {}  -- global: done() reads it with thread:get
@@ -22,7 +24,12 @@ local function body(k)
     for j = 2, width do
       parts[j] = string.format("%.4f", ((k * 2654435761 + j * 40503) % 10007) / 10007)
     end
-    b = '{"inputs":[[' .. table.concat(parts, ",") .. ']]}'
+    if format == "v2" then
+      b = '{"inputs":[{"name":"x","shape":[1,' .. width .. '],"datatype":"FP32","data":[' ..
+          table.concat(parts, ",") .. ']}]}'
+    else
+      b = '{"inputs":[[' .. table.concat(parts, ",") .. ']]}'
+    end
     cache[k] = b
   end
   return b

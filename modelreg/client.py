@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from modelreg.client_errors import error_for, transport_error
-from modelreg.client_types import Inference, Policy, Prediction, Progress
+from modelreg.client_types import GuardLimits, Inference, Policy, Prediction, Progress
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -193,14 +193,21 @@ class Client:
 
     # production, aliases, history ---------------------------------------------------------------
 
-    def promote(self, name: str, version: int, *, wait_seconds: float | None = None) -> dict[str, Any]:
+    def promote(self, name: str, version: int, *, wait_seconds: float | None = None,
+                guard: GuardLimits | None = None) -> dict[str, Any]:
         """Make ``version`` the production version: ``{"model", "previous", "production", "generation"}``.
 
         The server loads it first and refuses (``Conflict``, nothing changed) when it cannot. With
         ``wait_seconds`` the answer comes once every live replica serves it, or after that long, and
         adds ``complete`` and ``replicas: {"served": [ids], "not_serving": [{"id", "reason"}]}``.
+        With ``guard`` (e.g. ``{"window_seconds": 300, "max_error_rate": 0.01}``) the replicas watch the
+        new version for the window and roll back to the one it replaced on a breach; the answer adds
+        ``guard`` (``version``, ``replaced``, ``spec``, ``started_at``, ``ends_at``).
         """
-        return self._change(name, "promote", {"version": version}, wait_seconds)
+        body: dict[str, Any] = {"version": version}
+        if guard is not None:
+            body["guard"] = dict(guard)
+        return self._change(name, "promote", body, wait_seconds)
 
     def rollback(self, name: str, version: int | None = None, *, wait_seconds: float | None = None) -> dict[str, Any]:
         """Return production to the previous version, or to ``version``; ``wait_seconds`` as for ``promote``."""
@@ -228,8 +235,35 @@ class Client:
         self._json("DELETE", self._model(name, "aliases", alias))
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        """Every change to a model, oldest first: action, from/to version, actor, time."""
+        """Every change to a model, oldest first: action, from/to version, actor, time, and ``reason`` when set."""
         return self._list("GET", self._model(name, "history"))
+
+    # releases: traffic split and shadow ---------------------------------------------------------
+
+    def set_traffic(self, name: str, weights: Mapping[str, int]) -> dict[str, Any]:
+        """Share the production route among aliases, e.g. ``{"production": 90, "canary": 10}`` (whole numbers
+        summing to 100): ``{"model", "weights"}``. A request sending ``X-Request-Key`` keeps its arm."""
+        return self._object("PUT", self._model(name, "traffic"), json={"weights": dict(weights)})
+
+    def traffic(self, name: str) -> dict[str, Any]:
+        """The split: ``{"model", "weights"}``, ``weights`` None when every request goes to production."""
+        return self._object("GET", self._model(name, "traffic"))
+
+    def clear_traffic(self, name: str) -> None:
+        """Send every request of the production route to production again."""
+        self._json("DELETE", self._model(name, "traffic"))
+
+    def set_shadow(self, name: str, version: int, percent: float) -> dict[str, Any]:
+        """Also run ``percent`` % of production requests on ``version`` in the background (answers unchanged)."""
+        return self._object("PUT", self._model(name, "shadow"), json={"version": version, "percent": percent})
+
+    def shadow(self, name: str) -> dict[str, Any]:
+        """The shadow (``version`` None when none) with ``compared``, ``agreed``, ``dropped``, ``max_abs_diff``."""
+        return self._object("GET", self._model(name, "shadow"))
+
+    def clear_shadow(self, name: str) -> None:
+        """Stop shadowing."""
+        self._json("DELETE", self._model(name, "shadow"))
 
     def purge(self, name: str) -> dict[str, Any]:
         """Drop every cached answer of a model at once (a new cache generation)."""

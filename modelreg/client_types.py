@@ -1,4 +1,5 @@
-"""What ``modelreg.Client`` takes and returns besides plain JSON: policy fields, predict and infer answers."""
+"""What ``modelreg.Client`` takes and returns besides plain JSON: policy fields, guard limits, predict and infer
+answers."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ class Policy(TypedDict, total=False):
     max_batch_size: int | None
     max_delay_ms: int | None
     device: str | None
+
+
+class GuardLimits(TypedDict, total=False):
+    """The limits of a guarded promotion; a breach within the window rolls back to the version it replaced."""
+
+    window_seconds: int
+    """How long the new version is watched (default 300)."""
+    min_requests: int
+    """Judge only after this many requests to the new version."""
+    max_error_rate: float
+    """The largest share of failing requests, 0.01 = 1 %."""
+    max_p99_ms: float
+    """The largest 99th percentile latency in milliseconds."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelreg.plugins.base import LoadOptions, PluginError, Signature, TensorSpec
+from modelreg.plugins.cpus import usable_cpus
 from modelreg.plugins.devices import cuda_device_count
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,9 @@ def _session_options(ort: Any, options: LoadOptions) -> Any:
     session_options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
     # The artifact has no extension; never let onnxruntime guess the ORT flatbuffer format.
     session_options.add_session_config_entry("session.load_model_format", "ONNX")
-    if options.intra_op_threads is not None:
-        session_options.intra_op_num_threads = options.intra_op_threads
+    # Never onnxruntime's default (0): that sizes the pool from the machine's cores and pins a thread
+    # to each, outside the CPU set or cgroup quota this process was given.
+    session_options.intra_op_num_threads = options.intra_op_threads or usable_cpus()
     if options.inter_op_threads is not None:
         session_options.inter_op_num_threads = options.inter_op_threads
     level = options.extra.get("graph_optimization")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelreg.plugins.base import LoadOptions, PluginError, Signature
+from modelreg.plugins.cpus import usable_cpus
 from modelreg.plugins.devices import cuda_device_count
 from modelreg.plugins.torch_archives import check_pt2, check_torchscript
 
@@ -23,7 +25,9 @@ SIGNATURE_EXAMPLE = (
 class TorchRuntime:
     """Loads TorchScript (``torch.jit.save``) and ``torch.export`` (``.pt2``) archives."""
 
-    # LoadOptions thread counts are not applied: torch's thread pools belong to the whole process.
+    # torch's intra-op pool belongs to the whole process: each load sets it (``limit_threads``) to the
+    # operator's intra_op_threads, else caps it at the CPUs the process may use. Inter-op threads
+    # are left alone: torch allows setting them only before its first parallel work.
 
     name: ClassVar[str] = "pytorch"
     formats: ClassVar[frozenset[str]] = frozenset({"torchscript", "pt2"})
@@ -48,6 +52,8 @@ class TorchRuntime:
             raise PluginError(f"the pytorch runtime loads torchscript and pt2 archives, not {options.format!r}")
         signature = _declared_signature(options.signature)
         import torch
+
+        limit_threads(torch, options.intra_op_threads)
 
         target = torch.device(device)
         if options.format == "torchscript":
@@ -136,6 +142,21 @@ class TorchModel:
             except TypeError as exc:  # bfloat16 and other dtypes numpy lacks
                 raise PluginError.caused_by(f"output {name!r} cannot become a numpy array", exc) from exc
         return outputs
+
+
+def limit_threads(torch: Any, intra_op_threads: int | None) -> int:
+    """Set torch's intra-op threads to ``intra_op_threads``, or cap its default at ``usable_cpus()``
+    (its default counts the machine's cores and ignores a cgroup quota); an explicit
+    ``OMP_NUM_THREADS`` is the operator's choice and kept. Returns the count now in force."""
+    if intra_op_threads is not None:
+        wanted = intra_op_threads
+    elif os.environ.get("OMP_NUM_THREADS"):
+        return int(torch.get_num_threads())
+    else:
+        wanted = min(int(torch.get_num_threads()), usable_cpus())
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return wanted
 
 
 def _declared_signature(signature: Signature | None) -> Signature:

@@ -1,15 +1,20 @@
-"""The registry: models, versions, aliases, cache generations, history and API tokens in SQL."""
+"""The registry: models, versions, aliases, releases, cache generations, history and API tokens in SQL."""
 
 from modelreg.registry.artifacts import ArtifactStore, LocalArtifactStore, StoredArtifact
 from modelreg.registry.entities import (
     PRODUCTION,
     BatchPolicy,
     CachePolicy,
+    Guard,
+    GuardSpec,
     HistoryRecord,
     LiveState,
     ModelRecord,
     ProductionChange,
+    ReleaseState,
+    ShadowSetting,
     TokenRecord,
+    TrafficSplit,
     VersionRecord,
 )
 from modelreg.registry.errors import (
@@ -35,6 +40,8 @@ __all__ = [
     "BatchPolicy",
     "CachePolicy",
     "Conflict",
+    "Guard",
+    "GuardSpec",
     "HistoryRecord",
     "Invalid",
     "LiveState",
@@ -46,11 +53,14 @@ __all__ = [
     "ProductionChange",
     "RegistryError",
     "RegistryService",
+    "ReleaseState",
     "SchemaOutOfDate",
+    "ShadowSetting",
     "StoredArtifact",
     "TokenRecord",
     "TokenService",
     "TooLarge",
+    "TrafficSplit",
     "Unavailable",
     "Validated",
     "Validator",

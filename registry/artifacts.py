@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from modelreg.registry.errors import TooLarge
+from modelreg.registry.errors import RegistryError, TooLarge, Unavailable
 
 CHUNK = 1024 * 1024
 TMP_PREFIX = "upload-"
@@ -31,14 +31,60 @@ class StoredArtifact:
     """The first bytes of the file, for format sniffing without reading it again."""
 
 
+class ArtifactUnavailable(RegistryError):
+    """This replica cannot get an artifact's bytes (missing, corrupt, or the store unreachable).
+
+    The serving side turns it into the version's honest 503 ("cannot be loaded on this replica").
+    """
+
+
+class ArtifactMissing(ArtifactUnavailable):
+    """The store has no object for the sha256 a version names."""
+
+
+class ArtifactCorrupt(ArtifactUnavailable):
+    """The store's bytes for a sha256 do not hash to it."""
+
+
+class ArtifactStoreUnavailable(Unavailable, ArtifactUnavailable):
+    """The object store cannot be reached or answers with a server error: an upload is a 503 with
+    Retry-After (as for the database), a load is retried on the next poll."""
+
+    def __init__(self, location: str, cause: str) -> None:
+        self.cause = cause
+        Exception.__init__(self, f"the artifact store {location} is unavailable ({cause}); loaded models keep "
+                                 "serving, uploads and new loads wait until it is back: try again shortly")
+
+
+class ArtifactStoreMisconfigured(RegistryError):
+    """The artifact store's settings cannot work (no such bucket, wrong credentials): a start-up error
+    that names the setting to fix."""
+
+
 class ArtifactStore(Protocol):
-    """Where artifact bytes live; an object store can implement this later."""
+    """Where artifact bytes live, content-addressed by sha256: a folder (``LocalArtifactStore``) or an
+    S3-compatible bucket (``registry.s3_store.S3ArtifactStore``)."""
 
-    def put(self, stream: BinaryIO, max_bytes: int) -> StoredArtifact: ...
+    location: str
+    """Where the store is, for logs and messages (a folder, or ``s3://bucket/prefix``; never a secret)."""
 
-    def path(self, sha256: str) -> Path: ...
+    def put(self, stream: BinaryIO, max_bytes: int) -> StoredArtifact:
+        """Store ``stream`` under its sha256 (streamed, hashed on the way); ``path`` is a local copy."""
+        ...
+
+    def fetch(self, sha256: str) -> Path:
+        """A local file holding exactly these bytes; raises ArtifactUnavailable saying why not."""
+        ...
 
     def exists(self, sha256: str) -> bool: ...
+
+    def check(self) -> None:
+        """At start: raise ArtifactStoreMisconfigured when the settings cannot work."""
+        ...
+
+    def sweep_orphans(self, older_than_seconds: float = ...) -> int:
+        """Remove what uploads cut short left behind (never a stored artifact); how many went."""
+        ...
 
 
 class LocalArtifactStore:
@@ -48,6 +94,7 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.location = str(root)
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
 
@@ -56,6 +103,18 @@ class LocalArtifactStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def fetch(self, sha256: str) -> Path:
+        """The file itself (the folder is the store: nothing to copy or verify)."""
+        path = self.path(sha256)
+        if not path.is_file():  # a replica with its own, stale artifact folder
+            raise ArtifactMissing(f"its artifact (sha256 {sha256[:12]}…) is not in this replica's artifact store; "
+                                  "give every replica the same store (MODELREG_ARTIFACT_DIR on a shared filesystem, "
+                                  "or one S3 bucket in MODELREG_ARTIFACT_URL)")
+        return path
+
+    def check(self) -> None:
+        """A folder works once it exists (made in ``__init__``)."""
 
     def put(self, stream: BinaryIO, max_bytes: int) -> StoredArtifact:
         """Copy ``stream`` to a temporary file while hashing, then rename it into place."""

@@ -90,10 +90,14 @@ class HistoryRecord:
     generation: int | None
     actor: str
     at: datetime
+    reason: str | None = None
+    """Why, in words: what a traffic or shadow change set, or which limit a guard saw broken."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["at"] = aware(self.at).isoformat()
+        if data["reason"] is None:
+            data.pop("reason")
         return data
 
 
@@ -122,6 +126,86 @@ class LiveState:
     cache: CachePolicy
     batching: BatchPolicy
     device: str | None
+    traffic: dict[str, int] | None = None
+    """alias -> integer weight (summing to 100); None: every request goes to production."""
+    shadow: ShadowSetting | None = None
+    guard: Guard | None = None
+    """The guard watching the production version, while its window lasts."""
+    key_generations: dict[int, int] = field(default_factory=dict)
+    """version -> the generation its cache keys carry (``key_generations.get(version, generation)``)."""
+
+    def key_generation(self, version: int) -> int:
+        """The generation ``version``'s cache keys carry: its pin, else the model's generation."""
+        return self.key_generations.get(version, self.generation)
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """How the production route's requests are shared among aliases: alias -> weight, summing to 100."""
+
+    model: str
+    weights: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "weights": dict(self.weights)}
+
+
+@dataclass(frozen=True)
+class ShadowSetting:
+    """A version that also runs ``percent`` % of production requests in the background, answering nobody."""
+
+    model: str
+    version: int
+    percent: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "percent": self.percent}
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    """The limits a guarded promotion must hold over its window (each optional; at least one rate or latency)."""
+
+    window_seconds: int = 300
+    min_requests: int | None = None
+    max_error_rate: float | None = None
+    max_p99_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A guarded promotion in progress: a breach before ``ends_at`` rolls production back to ``replaced``."""
+
+    model: str
+    version: int
+    replaced: int | None
+    spec: GuardSpec
+    started_at: datetime
+    ends_at: datetime
+
+    def active(self, now: datetime) -> bool:
+        return aware(now) < aware(self.ends_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "replaced": self.replaced, "spec": self.spec.to_dict(),
+                "started_at": aware(self.started_at).isoformat(), "ends_at": aware(self.ends_at).isoformat()}
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """A model's traffic split, shadow and active guard, read together (GET /admin/models/{name})."""
+
+    traffic: TrafficSplit | None
+    shadow: ShadowSetting | None
+    guard: Guard | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"traffic": self.traffic.to_dict() if self.traffic else None,
+                "shadow": self.shadow.to_dict() if self.shadow else None,
+                "guard": self.guard.to_dict() if self.guard else None}
 
 
 @dataclass(frozen=True)

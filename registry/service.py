@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from modelreg.registry.entities import (
     PRODUCTION,
     BatchPolicy,
     CachePolicy,
+    GuardSpec,
     HistoryRecord,
     LiveState,
     ModelRecord,
@@ -27,7 +29,18 @@ from modelreg.registry.entities import (
     aware,
 )
 from modelreg.registry.errors import Conflict, Invalid, NoProductionVersion, NotFound
-from modelreg.registry.tables import SQL_INT_MAX, Alias, HistoryEvent, Model, Version
+from modelreg.registry.history import record
+from modelreg.registry.releases import (
+    ReleaseMethods,
+    after_production_move,
+    check_guard,
+    guard_of,
+    refuse_alias_in_split,
+    shadow_of,
+    sync_pins,
+    traffic_of,
+)
+from modelreg.registry.tables import SQL_INT_MAX, Alias, HistoryEvent, Model, Version, utcnow
 
 POLICY_FIELDS = frozenset(
     {"description", "tags", "cache_enabled", "cache_ttl_seconds", "cache_max_value_bytes",
@@ -118,18 +131,24 @@ def _version_record(model: Model, row: Version) -> VersionRecord:
 
 def _history_record(row: HistoryEvent) -> HistoryRecord:
     return HistoryRecord(action=row.action, alias=row.alias, from_version=row.from_version,
-                         to_version=row.to_version, generation=row.generation, actor=row.actor, at=aware(row.at))
+                         to_version=row.to_version, generation=row.generation, actor=row.actor, at=aware(row.at),
+                         reason=row.reason)
 
 
-class RegistryService:
-    """The source of truth for models, versions, aliases, generations and history."""
+class RegistryService(ReleaseMethods):
+    """The source of truth for models, versions, aliases, generations, releases and history."""
 
     def __init__(self, sessions: sessionmaker[Session], artifacts: ArtifactStore,
-                 validator: Validator | None = None, max_artifact_bytes: int = 2 * 1024**3) -> None:
+                 validator: Validator | None = None, max_artifact_bytes: int = 2 * 1024**3,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self._sessions = sessions
         self.artifacts = artifacts
         self._validator = validator
         self.max_artifact_bytes = max_artifact_bytes
+        self._clock = clock  # when guards start and end (tests move it)
+
+    def _now(self) -> datetime:
+        return self._clock()
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -163,9 +182,7 @@ class RegistryService:
     @staticmethod
     def _record(session: Session, model: Model, action: str, actor: str, *, alias: str | None = None,
                 from_version: int | None = None, to_version: int | None = None) -> None:
-        session.add(HistoryEvent(model_id=model.id, model_name=model.name, action=action, alias=alias,
-                                 from_version=from_version, to_version=to_version,
-                                 generation=model.generation, actor=actor))
+        record(session, model, action, actor, alias=alias, from_version=from_version, to_version=to_version)
 
     # models -------------------------------------------------------------------------------
 
@@ -280,28 +297,40 @@ class RegistryService:
             raise Conflict(f"version {number} of {model.name!r} failed validation and cannot serve: {row.error}")
         return row
 
-    def _move_production(self, session: Session, model: Model, target: int, action: str,
-                         actor: str) -> ProductionChange:
+    def _move_production(self, session: Session, model: Model, target: int, action: str, actor: str, *,
+                         reason: str | None = None, guard: GuardSpec | None = None) -> ProductionChange:
         current = next((a for a in model.aliases if a.name == PRODUCTION), None)
         previous = current.version if current else None
         if current is None:
-            session.add(Alias(model_id=model.id, name=PRODUCTION, version=target))
+            model.aliases.append(Alias(model_id=model.id, name=PRODUCTION, version=target))
         else:
             current.version = target
         model.generation += 1
-        self._record(session, model, action, actor, alias=PRODUCTION, from_version=previous, to_version=target)
+        record(session, model, action, actor, alias=PRODUCTION, from_version=previous, to_version=target,
+               reason=reason)
+        after_production_move(session, model, target, actor, guard=guard, replaced=previous, now=self._now())
         return ProductionChange(model=model.name, production=target, generation=model.generation,
                                 previous=previous)
 
-    def promote(self, name: str, version: int, *, actor: str) -> ProductionChange:
-        """Move production to ``version``, bump the cache generation and record it, atomically."""
+    def promote(self, name: str, version: int, *, actor: str, guard: GuardSpec | None = None) -> ProductionChange:
+        """Move production to ``version``, bump the cache generation and record it, atomically.
+
+        With ``guard``, the promotion is watched for ``guard.window_seconds`` and rolled back to the
+        version it replaced when a limit breaks (``guard_rollback``). Promoting the live version
+        again changes nothing, guard included.
+        """
+        if guard is not None:
+            check_guard(guard)
         with self._tx() as session:
             model = self._model(session, name, lock=True)
             self._ready_version(session, model, version)
             live = next((a.version for a in model.aliases if a.name == PRODUCTION), None)
             if live == version:
                 return ProductionChange(model=name, production=version, generation=model.generation, previous=live)
-            return self._move_production(session, model, version, "promote", actor)
+            if guard is not None and live is None:
+                raise Invalid(f"a guard rolls back to the version a promotion replaced, and {name!r} has no "
+                              "production version yet: promote this first one without a guard")
+            return self._move_production(session, model, version, "promote", actor, guard=guard)
 
     def rollback(self, name: str, version: int | None = None, *, actor: str) -> ProductionChange:
         """Return production to the version live before the current one (or to ``version``)."""
@@ -356,6 +385,7 @@ class RegistryService:
             else:
                 row.version = version
             self._record(session, model, "alias", actor, alias=alias, from_version=previous, to_version=version)
+            sync_pins(session, model)  # an alias of the split now sends its share to another version
             session.flush()
             return _model_record(model)
 
@@ -367,6 +397,7 @@ class RegistryService:
             row = next((a for a in model.aliases if a.name == alias), None)
             if row is None:
                 raise NotFound("alias", name, alias)
+            refuse_alias_in_split(model, alias)
             self._record(session, model, "alias_delete", actor, alias=alias, from_version=row.version)
             model.aliases.remove(row)
 
@@ -377,6 +408,7 @@ class RegistryService:
             model.generation += 1
             live = next((a.version for a in model.aliases if a.name == PRODUCTION), None)
             self._record(session, model, "purge", actor, from_version=live, to_version=live)
+            sync_pins(session, model, repin=True)  # warm answers of every pinned version go too
             return ProductionChange(model=name, production=live, generation=model.generation, previous=live)
 
     def history(self, name: str) -> list[HistoryRecord]:
@@ -390,15 +422,28 @@ class RegistryService:
     # what serving replicas read -----------------------------------------------------------
 
     def live_states(self) -> dict[str, LiveState]:
-        """Every model's runtime, generation, aliases and policies, in one read."""
+        """Every model's runtime, generation, aliases, policies, releases and key pins, in one read."""
         with self._tx() as session:
-            rows = session.scalars(select(Model).options(selectinload(Model.aliases)))
-            return {r.name: LiveState(name=r.name, runtime=r.runtime, generation=r.generation,
-                                      aliases={a.name: a.version for a in r.aliases},
-                                      cache=CachePolicy(r.cache_enabled, r.cache_ttl_seconds,
-                                                        r.cache_max_value_bytes),
-                                      batching=BatchPolicy(r.max_batch_size, r.max_delay_ms), device=r.device)
-                    for r in rows}
+            rows = session.scalars(select(Model).options(selectinload(Model.aliases), selectinload(Model.traffic),
+                                                         selectinload(Model.shadow), selectinload(Model.guard)))
+            pins: dict[int, dict[int, int]] = {}
+            for model_id, number, generation in session.execute(
+                    select(Version.model_id, Version.number, Version.key_generation)
+                    .where(Version.key_generation.is_not(None))):
+                if generation is not None:
+                    pins.setdefault(model_id, {})[number] = generation
+            now = self._now()
+            states = {}
+            for r in rows:
+                split = traffic_of(r)
+                states[r.name] = LiveState(
+                    name=r.name, runtime=r.runtime, generation=r.generation,
+                    aliases={a.name: a.version for a in r.aliases},
+                    cache=CachePolicy(r.cache_enabled, r.cache_ttl_seconds, r.cache_max_value_bytes),
+                    batching=BatchPolicy(r.max_batch_size, r.max_delay_ms), device=r.device,
+                    traffic=split.weights if split else None, shadow=shadow_of(r), guard=guard_of(r, now),
+                    key_generations=pins.get(r.id, {}))
+            return states
 
     def live_generations(self) -> dict[str, int]:
         """Every model's name and cache generation, in one query (the reaper's view of what is dead)."""

@@ -1,4 +1,4 @@
-"""Registry tables: models, versions, aliases, the append-only history and API tokens."""
+"""Registry tables: models, versions, aliases, releases (traffic, shadow, guard), the history and API tokens."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -58,6 +59,11 @@ class Model(Base):
     aliases: Mapped[list[Alias]] = relationship(
         back_populates="model", cascade="all, delete-orphan", passive_deletes=True, order_by="Alias.name"
     )
+    traffic: Mapped[list[TrafficArm]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="TrafficArm.alias"
+    )
+    shadow: Mapped[Shadow | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    guard: Mapped[GuardRow | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Version(Base):
@@ -77,6 +83,9 @@ class Version(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str] = mapped_column(String(128))
+    # The generation this version's cache keys carry while it holds a role (production, a traffic arm,
+    # the shadow); NULL: the model's generation. See docs/architecture.md, "warm keys".
+    key_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     model: Mapped[Model] = relationship(back_populates="versions")
 
@@ -107,6 +116,46 @@ class HistoryEvent(Base):
     generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TrafficArm(Base):
+    """One arm of a model's traffic split: requests to the production route go to ``alias`` by ``weight``."""
+
+    __tablename__ = "traffic_arms"
+    __table_args__ = (CheckConstraint("weight >= 0 AND weight <= 100", name="weight"),)
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weight: Mapped[int] = mapped_column(Integer)
+
+
+class Shadow(Base):
+    """At most one per model: ``version`` also runs ``percent`` % of production requests, answering nobody."""
+
+    __tablename__ = "shadows"
+    __table_args__ = (CheckConstraint("percent > 0 AND percent <= 100", name="percent"),)
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    percent: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GuardRow(Base):
+    """At most one per model: the guarded promotion of ``version``, which replaced ``replaced``."""
+
+    __tablename__ = "guards"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    replaced: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    window_seconds: Mapped[int] = mapped_column(Integer)
+    min_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_error_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ApiToken(Base):

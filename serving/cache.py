@@ -11,6 +11,10 @@ exactly one waiter takes it over (SET NX again) while the others wait on. A leas
 before it could have expired was given up on purpose (the computation failed or its value is not
 kept): then every waiter computes for itself, as no shared value is coming. Every wait is bounded
 (``max_wait_ms``, the inference timeout), so a stuck peer costs time, never a hang.
+
+A miss costs one round trip before its computation: one Lua script (``READ_OR_LEASE``, EVALSHA,
+loaded again on NOSCRIPT) answers the value or takes the lease; the write-back is a pipeline in
+the background. The embedded default (and a Redis that refuses scripts) asks in two steps.
 """
 
 from __future__ import annotations
@@ -23,16 +27,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, TypeVar, cast
 
-import redis.asyncio as aioredis
 from fakeredis.aioredis import FakeRedis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from modelreg.serving.breaker import BreakerState, CircuitBreaker
 from modelreg.serving.embedded import bounded_server
 from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel, exact_copy
 from modelreg.serving.keys import flight_key, lease_key
+from modelreg.serving.redis_client import RedisClient, connect, delete_if_owner, extend_if_owner
 from modelreg.serving.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,27 @@ class _Unavailable:
 
 
 _UNAVAILABLE = _Unavailable()
+
+# What the read before a miss decided about the lease: taken by this replica, held by another,
+# not asked yet (the two-step path asks after its read), or Redis did not answer.
+Decision = Literal["taken", "held", "ask", "no-redis"]
+
+# Hit or lease in one round trip: the value and its PTTL (the first level keeps it as long), else 1
+# when this replica took the lease, 0 when another holds it. KEYS[1] is a prediction key and KEYS[2]
+# its lease key (keys.lease_key): both carry the same hash tag, so one Redis Cluster slot.
+READ_OR_LEASE = """
+local value = redis.call('GET', KEYS[1])
+if value then return {value, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+class _Refused:
+    """Redis answered the script with an error (scripts disabled, an ACL): ask in two steps."""
+
+
+_REFUSED = _Refused()
 
 
 @dataclass
@@ -66,21 +89,15 @@ class CacheStats:
 
 
 def make_redis(url: str | None, *, timeout_seconds: float = 0.25,
-               embedded_max_bytes: int = 64 * 1024 * 1024) -> aioredis.Redis:
-    """A Redis client with short timeouts and no retries, or, when ``url`` is None, an in-process
-    fake holding at most ``embedded_max_bytes`` (least recently used keys evicted past it)."""
+               embedded_max_bytes: int = 64 * 1024 * 1024) -> RedisClient:
+    """A Redis client (one server, Sentinel or Cluster: ``redis_client.connect``) with short timeouts
+    and no retries, or, when ``url`` is None, an in-process fake holding at most ``embedded_max_bytes``
+    (least recently used keys evicted past it)."""
     if url is None:
         # The embedded default goes through the same client API and the same cache code.
         return FakeRedis(server=bounded_server(embedded_max_bytes))
     # No retries: the breaker decides when to try again; a retried timeout would be paid per request.
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return client
+    return connect(url, timeout_seconds=timeout_seconds)
 
 
 class PredictionCache:
@@ -88,7 +105,7 @@ class PredictionCache:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         breaker: CircuitBreaker,
         first_level: FirstLevel | None,
@@ -101,6 +118,8 @@ class PredictionCache:
             raise ValueError(f"lease_ms, lease_poll_ms and max_wait_ms must be > 0, "
                              f"got {lease_ms}, {lease_poll_ms} and {max_wait_ms}")
         self._redis = redis
+        # The embedded fake runs no Lua: it takes the two-step path (no network, so no round trips).
+        self._script: Any = None if isinstance(redis, FakeRedis) else redis.register_script(READ_OR_LEASE)
         self._breaker = breaker
         self._first_level = first_level
         self._lease_ms = lease_ms
@@ -186,21 +205,17 @@ class PredictionCache:
             self.stats.hits += 1
             return local, "hit"
         if read and write:
-            flight = flight_key(key, True, True)
-            redis_ok = True
-            # A flight for this key already running here will bring the value: join it without
-            # asking Redis (a cold burst of identical requests costs one read, not one each).
-            if not self._flights.running(flight):
-                value, redis_ok = await self._read(key)
-                if value is not None:
-                    return value, self._count("hit")
+            # One flight per key here, from the read on: a burst of identical requests costs one
+            # round trip, and only this flight's read may take the lease, so no two requests of this
+            # replica ever hold and wait on one lease. Joiners of a flight that found the value hit too.
             (value, status), joined = await self._flights.run(
-                flight, lambda: self._lease_and_fill(key, compute, ttl_seconds, max_value_bytes, redis_ok))
-            return value, self._count("coalesced" if joined else status)
+                flight_key(key, True, True), lambda: self._read_lease_and_fill(key, compute, ttl_seconds,
+                                                                                max_value_bytes))
+            return value, self._count("coalesced" if joined and status != "hit" else status)
         if read:
-            value, _ = await self._read(key)
-            if value is not None:
-                return value, self._count("hit")
+            found, _ = await self._read(key)
+            if found is not None:
+                return found, self._count("hit")
 
         # no-cache or no-store: no lease (this request would not share or keep a value); requests
         # that may not read or may not write must not share a flight with those that do.
@@ -230,22 +245,32 @@ class PredictionCache:
                 return value
         return None
 
+    async def _read_lease_and_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
+                                   max_value_bytes: int | None) -> tuple[bytes, CacheStatus]:
+        """Redis's value, else compute under the lease the same round trip took (or wait for its holder)."""
+        lease = lease_key(key), secrets.token_hex(8)
+        value, decision = await self._read_or_lease(key, *lease)
+        if value is not None:
+            return value, "hit"
+        return await self._lease_and_fill(key, compute, ttl_seconds, max_value_bytes, lease, decision)
+
     async def _lease_and_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
-                              max_value_bytes: int | None, redis_ok: bool) -> tuple[bytes, CacheStatus]:
-        """Across replicas: take the lease and compute, or wait for the replica that holds it."""
-        lease: tuple[str, str] | None = None
+                              max_value_bytes: int | None, lease: tuple[str, str],
+                              decision: Decision) -> tuple[bytes, CacheStatus]:
+        """Across replicas: compute under the lease, or wait for the replica that holds it."""
         # After a failed read this request has already paid for Redis once, so it does not wait.
-        if redis_ok:
-            name, token = lease_key(key), secrets.token_hex(8)
-            acquired = await self._take(name, token)
-            if acquired is True:
-                lease = (name, token)
-            elif acquired is False:
-                found = await self._wait_or_take_over(key, name, token)
-                if isinstance(found, bytes):
-                    return found, "coalesced"
-                lease = found
-        return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease)
+        if decision == "no-redis":
+            return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, None)
+        if decision == "ask":  # the two-step path: the read found nothing, now the lease
+            acquired = await self._take(*lease)
+            decision = "no-redis" if acquired is None else "taken" if acquired else "held"
+        if decision == "held":
+            found = await self._wait_or_take_over(key, *lease)
+            if isinstance(found, bytes):
+                return found, "coalesced"
+            return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, found)
+        return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes,
+                                             lease if decision == "taken" else None)
 
     async def _take(self, name: str, token: str) -> bool | None:
         """SET NX: True when this replica holds the lease now, False when another does, None: no Redis."""
@@ -256,6 +281,35 @@ class PredictionCache:
         """Wait for every background write and lease release (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _read_or_lease(self, key: str, name: str, token: str) -> tuple[bytes | None, Decision]:
+        """The value from Redis, or what one round trip decided about the lease ``name``."""
+        if self._script is not None:
+            found = await self._call(partial(self._run_script, key, name, token))
+            if isinstance(found, _Unavailable):
+                return None, "no-redis"
+            if not isinstance(found, _Refused):
+                if isinstance(found, list):
+                    hit = cast(bytes, found[0])
+                    self._remember(key, hit, int(found[1]))  # the first level keeps it as long as Redis would
+                    return hit, "taken"  # unused: a hit takes no lease
+                return None, "taken" if found == 1 else "held"
+        value, redis_ok = await self._read(key)
+        return value, "ask" if redis_ok else "no-redis"
+
+    async def _run_script(self, key: str, name: str, token: str) -> Any:
+        try:
+            return await self._script(keys=[key, name], args=[token, self._lease_ms])
+        except (NoPermissionError, NoScriptError, ResponseError) as exc:
+            # Scripts refused for good (an ACL, EVAL renamed away, a proxy without it): ask in two steps
+            # from now on. Anything else (OOM, a read-only replica, a cluster resharding) passes, as any
+            # other Redis error does, to the breaker.
+            if not isinstance(exc, (NoPermissionError, NoScriptError)) and "unknown command" not in str(exc).lower():
+                raise
+            if self._script is not None:
+                log.warning("Redis refused the read-or-lease script (%s); misses ask in two round trips", exc)
+                self._script = None
+            return _REFUSED
 
     async def _read(self, key: str) -> tuple[bytes | None, bool]:
         """The value from Redis (local copies were asked already) and whether Redis answered."""
@@ -422,32 +476,12 @@ class PredictionCache:
                 return
 
     async def _extend(self, name: str, token: str) -> bool:
-        """PEXPIRE the lease if it is still ``token``'s (WATCH: the embedded fake runs no Lua)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(name)
-                if await pipe.get(name) != token.encode():
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.pexpire(name, self._lease_ms)
-                await pipe.execute()
-            except WatchError:
-                return False  # it changed hands between the GET and the EXEC
-        return True
+        """PEXPIRE the lease if it is still ``token``'s (a one-key script; WATCH on the embedded fake)."""
+        return await extend_if_owner(self._redis, name, token, self._lease_ms)
 
     async def _release(self, name: str, token: str) -> None:
-        async def compare_and_delete() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(name)
-                    if await pipe.get(name) == token.encode():
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.delete(name)
-                        await pipe.execute()
-                except WatchError:
-                    pass  # the lease changed hands meanwhile: it is not ours to delete
-
-        await self._call(compare_and_delete)
+        # Only if still ours: a lease that changed hands meanwhile is not ours to delete.
+        await self._call(partial(delete_if_owner, self._redis, name, token))
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T | _Unavailable:
         if not self._breaker.allow():

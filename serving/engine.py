@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from modelreg.plugins.base import Signature, stages_of
 from modelreg.plugins.discovery import PluginSet
-from modelreg.registry import RegistryService
+from modelreg.registry import PRODUCTION, RegistryService
 from modelreg.serving.batching import Batcher
 from modelreg.serving.cache import CacheStatus, PredictionCache
 from modelreg.serving.calls import ANY_CACHE, CacheControl, Inference, Prediction
@@ -33,6 +34,7 @@ from modelreg.serving.codec import (
     unnamed_view,
 )
 from modelreg.serving.errors import ModelTimedOut
+from modelreg.serving.guard import Guards, counts_as_error
 from modelreg.serving.keys import (
     PLUGIN_BODY,
     Namespace,
@@ -45,7 +47,10 @@ from modelreg.serving.keys import (
 from modelreg.serving.manager import ModelManager, Servable
 from modelreg.serving.metadata import Catalog, ModelMetadata, Readiness, ServerReadiness
 from modelreg.serving.pipeline import PipelineRunner, Plan
+from modelreg.serving.redis_client import RedisClient
+from modelreg.serving.shadow import Shadow
 from modelreg.serving.threads import InferenceThreads
+from modelreg.serving.traffic import arm_of
 
 log = logging.getLogger("modelreg.serving")
 Outputs = Mapping[str, np.ndarray]
@@ -58,7 +63,8 @@ class Serving:
                  plugins: PluginSet, prefix: str, default_ttl_seconds: int, inference_threads: int = 1,
                  max_queue_rows: int = 4096, inference_timeout_seconds: float = 30.0,
                  on_batch: Callable[[str, int], None] | None = None,
-                 on_inference: Callable[[str, int, float], None] | None = None) -> None:
+                 on_inference: Callable[[str, int, float], None] | None = None,
+                 redis: RedisClient | None = None) -> None:
         self.manager = manager
         self.cache = cache
         self._prefix = prefix
@@ -73,25 +79,105 @@ class Serving:
         self._pipelines = PipelineRunner(self)
         self._catalog = Catalog(registry, plugins)
         self._closing = False
+        # Releases (issue 13): the shadow's queue and the guard's counts, pooled across replicas in ``redis``.
+        self.shadow = Shadow(self, redis, prefix)
+        self.guards = Guards(manager.states, registry, redis, prefix)
 
-    async def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> Servable:
-        """The version a request names, loading it first (in a thread) when it is not loaded here."""
+    async def resolve(self, name: str, version: int | None = None, alias: str | None = None,
+                      request_key: str | None = None) -> Servable:
+        """The version a request names, loading it first (in a thread) when it is not loaded here.
+
+        Naming neither a version nor an alias means the production route: with a traffic split, the
+        arm is chosen here, once per request (sticky by ``request_key``, the ``X-Request-Key`` header).
+        """
         found = self.manager.resolve_loaded(name, version, alias)
         if found is None:  # a load (or a registry read) is blocking work: keep it off the event loop
             found = await asyncio.to_thread(self.manager.resolve, name, version, alias)
+        if found.state.traffic and version is None and alias is None:  # a model without a split pays this test
+            arm = arm_of(found.state, request_key)
+            if arm is not None:
+                canary = self.manager.resolve_loaded(name, None, arm)
+                if canary is None:
+                    canary = await asyncio.to_thread(self.manager.resolve, name, None, arm)
+                return canary
         return found
 
     # the two calls -----------------------------------------------------------------------
 
     async def predict(self, name: str, body: bytes, *, version: int | None = None, alias: str | None = None,
-                      control: CacheControl = ANY_CACHE) -> Prediction:
+                      control: CacheControl = ANY_CACHE, request_key: str | None = None) -> Prediction:
         """The /predict answer for a JSON body."""
-        return await self.predict_on(await self.resolve(name, version, alias), body, control)
+        servable = await self.resolve(name, version, alias, request_key)
+        state = servable.state
+        if state.guard is None and state.shadow is None:  # no release in progress: nothing to watch
+            return await self.predict_on(servable, body, control)
+        return await self._predict_watched(servable, body, control, routed=version is None and alias is None)
 
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], *, version: int | None = None,
-                    alias: str | None = None, control: CacheControl = ANY_CACHE) -> Inference:
+                    alias: str | None = None, control: CacheControl = ANY_CACHE,
+                    request_key: str | None = None) -> Inference:
         """Named outputs for already decoded inputs (the V2 routes); same keys as ``predict``."""
-        return await self.infer_on(await self.resolve(name, version, alias), arrays, control)
+        servable = await self.resolve(name, version, alias, request_key)
+        return await self.infer_resolved(servable, arrays, control, routed=version is None and alias is None)
+
+    async def infer_resolved(self, servable: Servable, arrays: Mapping[str, np.ndarray],
+                             control: CacheControl = ANY_CACHE, *, routed: bool = False) -> Inference:
+        """``infer_on`` for a client's request (``routed``: it came by the production route), watched by a
+        guard on its version and offered to the shadow."""
+        state = servable.state
+        if state.guard is None and state.shadow is None:
+            return await self.infer_on(servable, arrays, control)
+        guard = state.guard if state.guard is not None and state.guard.version == servable.version else None
+        started = time.perf_counter()
+        try:
+            inference = await self.infer_on(servable, arrays, control)
+        except Exception as exc:
+            if guard is not None:
+                self.guards.record(guard, time.perf_counter() - started, failed=counts_as_error(exc))
+            raise
+        if guard is not None:
+            self.guards.record(guard, time.perf_counter() - started, failed=False)
+        if routed and self._shadowed(servable):
+            assert state.shadow is not None
+            self.shadow.offer(servable.name, state.shadow, dict(arrays), inference.outputs, control)
+        return inference
+
+    async def _predict_watched(self, servable: Servable, body: bytes, control: CacheControl, *,
+                               routed: bool) -> Prediction:
+        """``predict_on``, with a guard on the version counting the outcome and the shadow offered the request."""
+        state = servable.state
+        guard = state.guard if state.guard is not None and state.guard.version == servable.version else None
+        started = time.perf_counter()
+        try:
+            answer = await self.predict_on(servable, body, control)
+        except Exception as exc:
+            if guard is not None:
+                self.guards.record(guard, time.perf_counter() - started, failed=counts_as_error(exc))
+            raise
+        if guard is not None:
+            self.guards.record(guard, time.perf_counter() - started, failed=False)
+        if routed and self._shadowed(servable):
+            assert state.shadow is not None
+            self.shadow.offer(servable.name, state.shadow, body, answer.body, control)
+        return answer
+
+    @staticmethod
+    def _shadowed(servable: Servable) -> bool:
+        """Whether production answered this request and another version shadows it."""
+        state = servable.state
+        return (state.shadow is not None and state.shadow.version != servable.version
+                and state.aliases.get(PRODUCTION) == servable.version)
+
+    async def shadow_figures(self, name: str) -> dict[str, Any] | None:
+        """The model's shadow setting and what it compared (pooled across replicas), None without a shadow."""
+        state = self.manager.states().get(name) or self.manager.registry_view().get(name)
+        if state is None or state.shadow is None:
+            return None
+        return await self.shadow.figures(name, state.shadow)
+
+    def start_releases(self, on_change: Callable[[str], Awaitable[None]] | None = None) -> None:
+        """Start the guard monitor (``on_change(model)`` after it rolled back or ended a guard)."""
+        self.guards.start(on_change)
 
     async def predict_on(self, servable: Servable, body: bytes, control: CacheControl = ANY_CACHE,
                          chain: tuple[str, ...] = ()) -> Prediction:
@@ -204,7 +290,11 @@ class Serving:
     # keys ---------------------------------------------------------------------------------
 
     def _key_prefix(self, servable: Servable) -> str:
-        ident = (servable.name, servable.state.generation, servable.version, servable.sha256)
+        # The version's pinned generation (a shadow or canary keeps its pin through promotion; production
+        # always has one), else the model's: Servable.key_generation, inlined on the hit path.
+        state = servable.state
+        ident = (state.name, state.key_generations.get(servable.version, state.generation), servable.version,
+                 servable.sha256)
         found = self._key_prefixes.get(ident)
         if found is None:
             found = self._remember_prefix(ident, Namespace(self._prefix, *ident))
@@ -215,7 +305,7 @@ class Serving:
         found = self._key_prefixes.get(plan.ident)
         if found is None:
             found = self._remember_prefix(plan.ident, Namespace(
-                self._prefix, servable.name, servable.state.generation, servable.version, pipeline_digest(plan.ident)))
+                self._prefix, servable.name, servable.key_generation, servable.version, pipeline_digest(plan.ident)))
         return found
 
     def _remember_prefix(self, ident: tuple[Any, ...], namespace: Namespace) -> str:
@@ -273,6 +363,8 @@ class Serving:
     async def close(self, wait_seconds: float = 5.0) -> int:
         """Finish cache writes, stop the inference threads; how many still run after ``wait_seconds`` (hung)."""
         self._closing = True
+        await self.guards.stop()
+        await self.shadow.close()
         try:  # each write is bounded by the Redis timeout; bound them all the same
             await asyncio.wait_for(self.cache.drain(), wait_seconds)
         except TimeoutError:

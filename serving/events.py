@@ -1,4 +1,10 @@
-"""Keeping replicas in step: change events over Redis pub/sub, and polling as the safety net."""
+"""Keeping replicas in step: change events over Redis pub/sub, and polling as the safety net.
+
+Classic pub/sub works alike on every topology ``redis_client`` connects to: on Sentinel the
+subscriber follows the master (a failover drops the connection; the listener reconnects, asks the
+sentinels again and re-reads the registry, since messages sent meanwhile are lost); in a Cluster a
+PUBLISH on any node reaches subscribers on every node.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from modelreg.registry import Unavailable
 from modelreg.serving.keys import events_channel
 from modelreg.serving.manager import ModelManager
+from modelreg.serving.redis_client import RedisClient, connect, subscribe
 from modelreg.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger("modelreg.events")
@@ -23,7 +28,7 @@ FAILURE_LOG_EVERY_SECONDS = 60.0
 class ChangeFeed:
     """Publishes ``model changed`` and refreshes the manager on every message or poll tick."""
 
-    def __init__(self, manager: ModelManager, publisher: aioredis.Redis, *, prefix: str,
+    def __init__(self, manager: ModelManager, publisher: RedisClient, *, prefix: str,
                  subscribe_url: str | None, poll_interval: float) -> None:
         self._manager = manager
         self._publisher = publisher
@@ -88,10 +93,11 @@ class ChangeFeed:
 
     async def _listen(self, url: str) -> None:
         while True:
-            client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            # No read timeout: a quiet channel is not a dead one (get_message polls every second).
+            client = connect(url, timeout_seconds=None, connect_timeout_seconds=1.0)
+            pubsub = None
             try:
-                await pubsub.subscribe(self._channel)
+                pubsub = await subscribe(client, self._channel)
                 # Anything may have changed while we were not listening.
                 await self._refresh()
                 while True:
@@ -111,5 +117,6 @@ class ChangeFeed:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    if pubsub is not None:
+                        await pubsub.aclose()
                     await client.aclose()

@@ -1,8 +1,25 @@
 """Every Redis key and channel name the server uses, built here and nowhere else.
 
-Prediction keys:  ``{prefix}:p:{model}:g{generation}:v{version}:{sha256[:12]}:{input digest}``
-Leases:           ``{prefix}:l:{model}:g{generation}:v{version}:{sha256[:12]}:{input digest}``
+Prediction keys:  ``{prefix}:p:{model}:g{generation}:v{version}:{sha256[:12]}:{{input digest}}``
+Leases:           ``{prefix}:l:{model}:g{generation}:v{version}:{sha256[:12]}:{{input digest}}``
 Change events:    ``{prefix}:events`` (a pub/sub channel)
+Release figures:  ``{prefix}:shadow:{model}:v{version}``, ``{prefix}:guard:{model}:v{version}:{start}`` (hashes)
+Series:           ``{prefix}:s:{model}:{bucket start}`` (a hash of the console's rolling figures, with a TTL)
+Reaper's lease:   ``{prefix}:reaper``; the replica board's keys are built in ``replicas.py``
+
+Hash tags (Redis Cluster). The braces around a prediction's input digest (the outer pair in
+``{{input digest}}`` above is in the key: ``mr:p:iris:g7:v3:0123456789ab:{5f1c...}``) are a hash tag:
+Redis Cluster places a key by the text between its first ``{`` and the next ``}``, so a prediction
+key and its lease hash to the same slot, and a script or transaction over the pair (GET the value
+or SET NX the lease in one round trip) is valid in a Cluster. The tag is per prediction, not per
+model: one hot model's entries spread over every master instead of loading one. Nothing needs all
+of one model's keys in one slot: invalidation is a new generation (no SCAN/DEL), the reaper UNLINKs
+in batches the client splits by slot, and a non-transactional pipeline (the batched write-behind)
+may mix slots. The rule for new keys: a key used alone needs no tag; keys that one script, MULTI
+or multi-key command (MGET, DEL of several) touches together must share a tag, and a script must
+receive every key it touches in KEYS. So the prefix may hold no braces (it would become the tag of
+every key) and an input digest neither. Release figures and series are one hash per key (HINCRBY,
+HGETALL), so they need no tag.
 
 The key carries the generation (bumped by promotion, rollback and purge in SQL) and the
 version that computed the value, so invalidation is a new key, never a SCAN/DEL. A pipeline's
@@ -61,8 +78,7 @@ class Namespace:
     artifact_sha256: str
 
     def __post_init__(self) -> None:
-        if not self.prefix or any(c.isspace() for c in self.prefix):
-            raise ValueError(f"cache prefix {self.prefix!r} must be non-empty and contain no whitespace")
+        check_prefix(self.prefix)
         if not MODEL_NAME.fullmatch(self.model):
             raise ValueError(f"model name {self.model!r} must be {_NAME_RULE}")
         if self.generation < 0 or self.version < 0:
@@ -70,6 +86,14 @@ class Namespace:
         sha = self.artifact_sha256.lower()
         if len(sha) < _SHA_PREFIX_LEN or not _HEX.fullmatch(sha):
             raise ValueError(f"artifact sha256 {self.artifact_sha256!r} must be hex, at least {_SHA_PREFIX_LEN} digits")
+
+
+def check_prefix(prefix: str) -> None:
+    """ValueError unless ``prefix`` can start every key: non-empty, no whitespace, no ``{`` or ``}``.
+
+    A brace in the prefix would make it the Cluster hash tag of every key (all in one slot)."""
+    if not prefix or any(c.isspace() or c in "{}" for c in prefix):
+        raise ValueError(f"cache prefix {prefix!r} must be non-empty and contain no whitespace, '{{' or '}}'")
 
 
 def prediction_key_prefix(ns: Namespace) -> str:
@@ -94,10 +118,10 @@ def pipeline_digest(ident: tuple[object, ...]) -> str:
 
 
 def key_in(key_prefix: str, input_digest: str) -> str:
-    """A prediction key from a prefix made by ``prediction_key_prefix``."""
-    if not input_digest or ":" in input_digest:
-        raise ValueError(f"input digest {input_digest!r} must be non-empty and contain no ':'")
-    return key_prefix + input_digest
+    """A prediction key from a prefix made by ``prediction_key_prefix``: the digest is its hash tag."""
+    if not input_digest or ":" in input_digest or "{" in input_digest or "}" in input_digest:
+        raise ValueError(f"input digest {input_digest!r} must be non-empty and contain no ':', '{{' or '}}'")
+    return f"{key_prefix}{{{input_digest}}}"
 
 
 def exact_body_key(key_prefix: str, body: bytes) -> str:
@@ -193,6 +217,8 @@ def parse_prediction_key(key: str | bytes) -> tuple[str, int, int] | None:
     if parts is None:
         return None
     _, kind, model, gen, ver, sha, digest = parts
+    if digest.startswith("{") and digest.endswith("}"):
+        digest = digest[1:-1]  # the hash tag (keys written before it had none: still parsed, so reaped)
     if kind != _PREDICTION or not MODEL_NAME.fullmatch(model) or not digest:
         return None
     if len(sha) != _SHA_PREFIX_LEN or not _HEX.fullmatch(sha):
@@ -204,7 +230,7 @@ def parse_prediction_key(key: str | bytes) -> tuple[str, int, int] | None:
 
 
 def lease_key(prediction_key: str) -> str:
-    """The short-lived lease that says one replica is computing ``prediction_key``."""
+    """The short-lived lease that says one replica is computing ``prediction_key`` (same hash tag, same slot)."""
     parts = _split(prediction_key)
     if parts is None or parts[1] != _PREDICTION:
         raise ValueError(f"{prediction_key!r} is not a prediction key")
@@ -233,3 +259,25 @@ _FLIGHT_FLAGS = (("|00", "|01"), ("|10", "|11"))
 def reaper_lease_key(prefix: str) -> str:
     """The lease that says one replica is reaping this prefix (outside the ``{prefix}:p:*`` pattern)."""
     return f"{prefix}:reaper"
+
+
+def series_key(prefix: str, model: str, bucket: int) -> str:
+    """The hash of one model's pooled figures for the 10-second bucket starting at ``bucket`` (serving/series.py).
+
+    Outside the ``{prefix}:p:*`` pattern, so the reaper never looks at it; it expires by its own TTL.
+    """
+    return f"{prefix}:s:{model}:{bucket}"
+
+
+def release_figures_key(prefix: str, kind: str, model: str, version: int, since: str = "") -> str:
+    """The hash pooling one release check's figures across replicas (HINCRBY by each, read by all).
+
+    ``kind`` is ``shadow`` (what version ``version`` agreed on while shadowing) or ``guard`` (the
+    outcomes of a guarded promotion, ``since`` its start, so a new guard on the same version starts
+    from zero). Outside the ``{prefix}:p:*`` pattern: the reaper never touches it; it expires by itself.
+    """
+    if kind not in ("shadow", "guard"):
+        raise ValueError(f"release figures kind must be 'shadow' or 'guard', got {kind!r}")
+    if not MODEL_NAME.fullmatch(model):
+        raise ValueError(f"model name {model!r} must be {_NAME_RULE}")
+    return f"{prefix}:{kind}:{model}:v{version}" + (f":{since}" if since else "")

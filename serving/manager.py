@@ -23,6 +23,7 @@ from modelreg.registry import (
     Unavailable,
     VersionRecord,
 )
+from modelreg.registry.artifacts import ArtifactUnavailable
 from modelreg.serving.errors import ServingError
 from modelreg.serving.misses import UnknownNames
 
@@ -69,6 +70,11 @@ class Servable:
     @property
     def signature(self) -> Signature:
         return self.model.signature
+
+    @property
+    def key_generation(self) -> int:
+        """The generation this version's cache keys carry: its pin (a shadow or canary kept warm), else the model's."""
+        return self.state.key_generations.get(self.version, self.state.generation)
 
 
 @dataclass
@@ -181,8 +187,23 @@ class ModelManager:
                 level = logging.DEBUG if isinstance(exc, VersionUnavailable) else logging.ERROR
                 log.log(level, "cannot switch %s to v%s here, keeping the previous state: %s", model, live, exc)
                 return
+        self._preload_roles(state, live)
         self._states[model] = state  # the switch: one assignment, the new version already loaded
-        self._forget_failures(model, keep=set(state.aliases.values()))
+        self._forget_failures(model, keep=serving_roles(state))
+
+    def _preload_roles(self, state: LiveState, live: int | None) -> None:
+        """Load the canary arms', the shadow's and a guard's fallback version before the switch (best effort).
+
+        Their failure does not hold the switch up: production is what must serve. A canary arm that
+        cannot load here answers 503 naming the reason (recorded by ``_failed``), and polls retry it.
+        """
+        for number in sorted(serving_roles(state) - set(state.aliases.values()) | _arm_versions(state)):
+            if number == live:
+                continue
+            try:
+                self._ensure_loaded(state, number, retry_failed=True)
+            except (VersionUnavailable, NotFound, Conflict) as exc:
+                log.debug("cannot preload %s v%d here: %s", state.name, number, exc)
 
     def states(self) -> dict[str, LiveState]:
         """Model name -> the live state this replica serves."""
@@ -372,10 +393,10 @@ class ModelManager:
     def _load(self, state: LiveState, record: VersionRecord, device: str) -> LoadedModel:
         runtime = self._plugins.get(state.runtime)
         signature = Signature.from_dict(record.signature) if record.signature else None
-        if not self._registry.artifacts.exists(record.sha256):  # a replica with its own, stale artifact folder
-            raise PluginError(f"its artifact (sha256 {record.sha256[:12]}…) is not in this replica's artifact store; "
-                              "give every replica the same store (MODELREG_ARTIFACT_DIR on a shared filesystem)")
-        path = self._registry.artifacts.path(record.sha256)
+        try:  # a local file with verified bytes (an object store's go through this replica's bounded cache)
+            path = self._registry.artifacts.fetch(record.sha256)
+        except ArtifactUnavailable as exc:  # missing, corrupt or unreachable: this version's 503, with why
+            raise PluginError(str(exc)) from exc
         log.info("loading %s v%d (%s) on %s", state.name, record.version, record.format, device)
         options = LoadOptions(format=record.format, signature=signature, intra_op_threads=self._intra_op_threads)
         try:
@@ -397,7 +418,7 @@ class ModelManager:
         for key, loaded in list(self._loaded.items()):
             name, number = key[0], key[1]
             state = self._states.get(name)
-            if state is not None and number in state.aliases.values() and self._index.get((name, number)) == key:
+            if state is not None and number in serving_roles(state) and self._index.get((name, number)) == key:
                 loaded.live, loaded.replaced_at = True, None
                 continue
             if loaded.live:
@@ -408,7 +429,7 @@ class ModelManager:
 
     def _aliased(self, name: str, number: int) -> bool:
         """Whether an alias points at the version, as served here or as the registry last said (about to be)."""
-        return any(state is not None and number in state.aliases.values()
+        return any(state is not None and number in serving_roles(state)
                    for state in (self._states.get(name), self._view.get(name)))
 
     def _limit_on_demand(self, keep: LoadedKey) -> None:
@@ -449,6 +470,24 @@ class ModelManager:
         """Unload everything (shutdown)."""
         for key in list(self._loaded):
             self._unload(key)
+
+
+def serving_roles(state: LiveState) -> set[int]:
+    """The versions a model's state has a use for: every alias's (canary arms are aliases), the shadow's,
+    and while a guard runs the version it would roll back to (so the rollback is instant)."""
+    roles = set(state.aliases.values())
+    if state.shadow is not None:
+        roles.add(state.shadow.version)
+    if state.guard is not None and state.guard.replaced is not None:
+        roles.add(state.guard.replaced)
+    return roles
+
+
+def _arm_versions(state: LiveState) -> set[int]:
+    """The versions a traffic split sends requests to."""
+    if not state.traffic:
+        return set()
+    return {state.aliases[alias] for alias in state.traffic if alias in state.aliases}
 
 
 def _memory_bytes(model: LoadedModel) -> int | None:

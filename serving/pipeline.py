@@ -67,14 +67,14 @@ def make_plan(servable: Servable, resolve: Resolve, chain: tuple[str, ...] = ())
         if stage is None:
             return None
         if stages_of(stage.model) is None:
-            idents.append((stage.name, stage.state.generation, stage.version, stage.sha256))
+            idents.append((stage.name, stage.key_generation, stage.version, stage.sha256))
         else:
             inner = make_plan(stage, resolve, chain)
             if inner is None:
                 return None
             idents.append(inner.ident)
         stages.append(stage)
-    ident = (servable.name, servable.state.generation, servable.version, servable.sha256, tuple(idents))
+    ident = (servable.name, servable.key_generation, servable.version, servable.sha256, tuple(idents))
     return Plan(stages=tuple(stages), ident=ident)
 
 

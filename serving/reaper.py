@@ -6,9 +6,11 @@ what this replica has loaded: a replica that cannot load a model (its plugin is 
 its artifact is missing) must not unlink the cache the rest of the fleet serves from.
 
 - A key is dead when its generation is behind its model's generation in SQL, or its model is no
-  longer in SQL. Pipeline entries carry their pipeline's own generation (a stage's promotion
-  moves them to new keys through the digest, not the generation), so stale ones are left to their
-  TTL, like every key the reaper cannot parse.
+  longer in SQL; a version whose key generation is pinned (a shadow or canary kept warm through its
+  promotion, issue 13: ``RegistryService.pinned_generations``) keeps its keys at that generation.
+  Pipeline entries carry their pipeline's own generation (a stage's promotion moves them to new keys
+  through the digest, not the generation), so stale ones are left to their TTL, like every key the
+  reaper cannot parse.
 - A key is unlinked only on a registry read taken after the key was seen: a model created (and
   served) during a long pass keeps its keys. That costs one read at the start of a pass and one
   per ``batch`` dead keys, never one per key.
@@ -28,16 +30,13 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
-
 from modelreg.registry import Unavailable
 from modelreg.serving.keys import all_predictions_pattern, parse_prediction_key, reaper_lease_key
+from modelreg.serving.redis_client import RedisClient, delete_if_owner, extend_if_owner, scan_every_primary
 from modelreg.serving.tasks import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ class ReapResult:
 class _Lease:
     """One pass's hold on the reaper's lease key; every change to it checks the token first."""
 
-    def __init__(self, redis: aioredis.Redis, name: str, seconds: float) -> None:
+    def __init__(self, redis: RedisClient, name: str, seconds: float) -> None:
         self._redis = redis
         self.name = name
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"  # who reaps, for an operator
@@ -84,27 +83,14 @@ class _Lease:
         if now - self._renewed_at < self._renew_every:
             return True
         self._renewed_at = now
-        return await self._if_ours(lambda pipe: pipe.pexpire(self.name, self._ms))
+        return await extend_if_owner(self._redis, self.name, self.token, self._ms)
 
     async def release(self, keep_ms: int = 0) -> bool:
         """Delete the lease, or keep it ``keep_ms`` longer (one pass per interval), if still ours."""
+        # Token-checked: a one-key script on a real server (any topology), WATCH/MULTI on the embedded fake.
         if keep_ms > 0:
-            return await self._if_ours(lambda pipe: pipe.pexpire(self.name, keep_ms))
-        return await self._if_ours(lambda pipe: pipe.delete(self.name))
-
-    async def _if_ours(self, change: Callable[[Pipeline], object]) -> bool:
-        # WATCH/MULTI rather than a script: the embedded default (fakeredis, no Lua) runs it too.
-        async with self._redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(self.name)
-                if await pipe.get(self.name) != self.token.encode():
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                change(pipe)
-                await pipe.execute()
-                return True
-            except WatchError:
-                return False  # it changed hands meanwhile: not ours to touch
+            return await extend_if_owner(self._redis, self.name, self.token, keep_ms)
+        return await delete_if_owner(self._redis, self.name, self.token)
 
 
 class Reaper:
@@ -112,7 +98,7 @@ class Reaper:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         registry: Generations,
         *,
@@ -177,16 +163,17 @@ class Reaper:
             if live is None:
                 return ReapResult(skipped=SKIPPED_REGISTRY_DOWN)
             candidates: list[bytes | str] = []
-            pattern = all_predictions_pattern(self._prefix)
-            cursor = 0
+            # Every master of a Cluster in turn (each holds its own share of the keys); one server: one SCAN.
+            pages = scan_every_primary(self._redis, all_predictions_pattern(self._prefix), self._batch)
             while True:
                 if not await lease.keep(loop.time()):
                     stopped = STOPPED_LEASE_LOST
                     break
-                cursor, keys = await self._redis.scan(cursor, match=pattern, count=self._batch)
+                page = await anext(pages, None)
+                done = page is None
+                keys = page or []
                 examined += len(keys)
                 candidates.extend(k for k in keys if _is_dead(k, live))
-                done = int(cursor) == 0
                 if self._stopping:
                     stopped = "the server is stopping"
                     break
@@ -206,6 +193,7 @@ class Reaper:
                     await asyncio.sleep(pause)
                 if done:
                     break
+            await pages.aclose()  # stopped early: end the SCAN (on an error the loop's finaliser does)
         except Exception as exc:  # a background job: log and let the next pass (or the TTL) do it
             reraise_if_cancelled(exc)
             log.warning("reaper: pass stopped after unlinking %d keys of %d examined: %s: %s",
@@ -215,10 +203,13 @@ class Reaper:
                  "in %.2fs%s", examined, unlinked, loop.time() - start, f" (stopped: {stopped})" if stopped else "")
         return ReapResult(examined, unlinked, stopped=stopped)
 
-    async def _generations(self) -> Mapping[str, int] | None:
-        """The registry's live generations now, or None (logged) when it cannot say."""
+    async def _generations(self) -> _Live | None:
+        """The registry's live generations (and pinned ones) now, or None (logged) when it cannot say."""
+        # Generations first, pins second: a promotion in between only makes a key look more alive.
+        pins = getattr(self._registry, "pinned_generations", None)
         try:
-            return await asyncio.to_thread(self._registry.live_generations)
+            generations = await asyncio.to_thread(self._registry.live_generations)
+            return _Live(generations, await asyncio.to_thread(pins) if pins is not None else {})
         except Unavailable as exc:
             log.warning("reaper: %s (%s); nothing is reaped on missing information", SKIPPED_REGISTRY_DOWN, exc)
             return None
@@ -237,10 +228,18 @@ class Reaper:
                 await asyncio.wait_for(self._wake.wait(), interval_seconds)
 
 
-def _is_dead(key: bytes | str, live: Mapping[str, int]) -> bool:
+@dataclass(frozen=True)
+class _Live:
+    generations: Mapping[str, int]  # model -> its generation
+    pins: Mapping[str, Mapping[int, int]]  # model -> version -> the generation its keys carry
+
+
+def _is_dead(key: bytes | str, live: _Live) -> bool:
     parsed = parse_prediction_key(key)
     if parsed is None:
         return False  # not ours to judge: leave it to its TTL
-    model, generation, _ = parsed
-    current = live.get(model)
-    return current is None or generation < current
+    model, generation, version = parsed
+    current = live.generations.get(model)
+    if current is None:
+        return True
+    return generation < current and generation != live.pins.get(model, {}).get(version)

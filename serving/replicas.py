@@ -1,11 +1,12 @@
 """Replica status: what each replica serves, published to Redis with an expiry and read by any replica.
 
 Keys (built here, beside the cache's in ``keys.py``, because they are not cache keys):
-``{prefix}:replica:{id}`` holds one replica's JSON status with a TTL, and the sorted set
-``{prefix}:replicas`` indexes the ids by their last heartbeat, so listing the fleet reads two keys'
-worth of data, never a SCAN. A replica that dies stops renewing its key and drops out within
-``ttl_seconds``; one that stops cleanly withdraws at once. On the embedded default (no Redis URL)
-the store is this process's own, and the list is this one replica.
+``{prefix}:replica:{board}:{id}`` holds one replica's JSON status with a TTL, and the sorted set
+``{prefix}:replicas:{board}`` indexes the ids by their last heartbeat, so listing the fleet reads two keys'
+worth of data, never a SCAN. ``{board}`` is literal: a Redis Cluster hash tag that keeps the board in
+one slot, so the MGET of every replica's status is valid in a Cluster. A replica that dies stops
+renewing its key and drops out within ``ttl_seconds``; one that stops cleanly withdraws at once. On
+the embedded default (no Redis URL) the store is this process's own, and the list is this one replica.
 
 The status is republished as soon as what the replica serves changes (checked every
 ``CHECK_SECONDS``), so a promotion's ``wait_seconds`` sees each switch within a fraction of a second,
@@ -27,26 +28,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from modelreg.registry import PRODUCTION, LiveState
 from modelreg.serving.manager import ModelManager
+from modelreg.serving.redis_client import RedisClient
 
 log = logging.getLogger("modelreg.replicas")
 HEARTBEAT_SECONDS = 5.0
 CHECK_SECONDS = 0.25
 WAIT_POLL_SECONDS = 0.2
 WARN_EVERY_SECONDS = 60.0
+BOARD_TAG = "{board}"  # the Cluster hash tag every board key carries (one slot: MGET over the replicas)
 
 
 def replica_key(prefix: str, replica_id: str) -> str:
     """The key holding one replica's status."""
-    return f"{prefix}:replica:{replica_id}"
+    return f"{prefix}:replica:{BOARD_TAG}:{replica_id}"
 
 
 def replicas_index(prefix: str) -> str:
     """The sorted set of replica ids scored by their last heartbeat (Unix seconds)."""
-    return f"{prefix}:replicas"
+    return f"{prefix}:replicas:{BOARD_TAG}"
 
 
 def new_replica_id() -> str:
@@ -110,7 +112,7 @@ class Rollout:
 class ReplicaBoard:
     """Publishes this replica's status and reads every live replica's."""
 
-    def __init__(self, manager: ModelManager, redis: aioredis.Redis, *, prefix: str,
+    def __init__(self, manager: ModelManager, redis: RedisClient, *, prefix: str,
                  heartbeat_seconds: float = HEARTBEAT_SECONDS, clock: Callable[[], float] = time.time) -> None:
         self._manager = manager
         self._redis = redis

@@ -12,6 +12,16 @@ from rich.text import Text
 
 from modelreg.api.cli.connection import Token, Url, connect, fail, load_settings, progress_bar
 from modelreg.api.cli.output import AsJson, emit, out, print_json, print_record, print_table
+from modelreg.api.cli.releases import (
+    GuardErrorRate,
+    GuardMinRequests,
+    GuardP99,
+    GuardWindow,
+    guard_limits,
+    print_guard,
+    shadow,
+    traffic,
+)
 from modelreg.api.cli.tokens import tokens_app
 from modelreg.api.settings import Settings
 from modelreg.client import DEFAULT_URL
@@ -24,6 +34,8 @@ models_app = typer.Typer(help="Create, list, show, update and delete models.", n
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(tokens_app, name="tokens")
+app.command()(traffic)
+app.command()(shadow)
 
 Name = Annotated[str, typer.Argument(help="The model's name.", show_default=False)]
 
@@ -32,7 +44,7 @@ MODEL_COLUMNS = [("name", "NAME"), ("runtime", "RUNTIME"), ("production", "PRODU
 VERSION_COLUMNS = [("version", "VERSION"), ("status", "STATUS"), ("format", "FORMAT"), ("size_bytes", "BYTES"),
                    ("sha256", "SHA256"), ("aliases", "ALIASES"), ("created_at", "CREATED"), ("error", "ERROR")]
 HISTORY_COLUMNS = [("at", "AT"), ("action", "ACTION"), ("alias", "ALIAS"), ("from_version", "FROM"),
-                   ("to_version", "TO"), ("generation", "GENERATION"), ("actor", "ACTOR")]
+                   ("to_version", "TO"), ("generation", "GENERATION"), ("actor", "ACTOR"), ("reason", "REASON")]
 REPLICA_COLUMNS = [("id", "REPLICA"), ("host", "HOST"), ("started_at", "STARTED"), ("last_seen", "LAST SEEN"),
                    ("model", "MODEL"), ("serving", "SERVING"), ("loaded", "LOADED"), ("failed", "FAILED")]
 PLUGIN_COLUMNS = [("name", "NAME"), ("status", "STATUS"), ("distribution", "DISTRIBUTION"), ("version", "VERSION"),
@@ -75,7 +87,8 @@ def read_json_arg(raw: str, option: str) -> Any:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes on this machine, each a replica of its own; /metrics answers for all.")] = 1,
     reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Restart on code changes (dev).")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -299,13 +312,15 @@ def versions(name: Name, url: Url = DEFAULT_URL, token: Token = None, as_json: A
 
 
 def print_change(change: dict[str, Any]) -> None:
-    """What promote or rollback did to production, in one line; with --wait, which replicas serve it."""
+    """What promote or rollback did to production, in one line (and the guard watching it); with --wait, which
+    replicas serve it."""
     model, previous, production = change.get("model"), change.get("previous"), change.get("production")
     if previous == production:
         out.print(Text(f"{model}: version {production} is already in production"))
     else:
         out.print(Text(f"{model}: production {previous or 'none'} -> {production} "
                        f"(cache generation {change.get('generation')})"))
+    print_guard(change)
     replicas = change.get("replicas")
     if not isinstance(replicas, dict):
         return
@@ -329,10 +344,17 @@ def exit_if_incomplete(change: dict[str, Any]) -> None:
 
 @app.command()
 def promote(name: Name, version: Annotated[int, typer.Argument(min=1, help="The version to serve.")],
-            wait: Wait = None, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
-    """Make a version the production version (the server loads it first and refuses one that cannot load)."""
+            wait: Wait = None, guard_error_rate: GuardErrorRate = None, guard_p99_ms: GuardP99 = None,
+            guard_window: GuardWindow = None, guard_min_requests: GuardMinRequests = None,
+            url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Make a version the production version (the server loads it first and refuses one that cannot load).
+
+    With --guard-error-rate and/or --guard-p99-ms the replicas watch it for --guard-window seconds and
+    roll back to the version it replaced when a limit breaks (history actor "guard").
+    """
+    guard = guard_limits(guard_error_rate, guard_p99_ms, guard_window, guard_min_requests)
     with connect(url, token) as client:
-        change = client.promote(name, version, wait_seconds=wait)
+        change = client.promote(name, version, wait_seconds=wait, guard=guard)
     emit(change, as_json, print_change)
     exit_if_incomplete(change)
 

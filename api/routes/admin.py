@@ -1,4 +1,5 @@
-"""Admin API: models, versions, promotion, aliases, history, cache purge, plugins (and tokens)."""
+"""Admin API: models, versions, promotion, aliases, releases (traffic, shadow, guard), history, cache purge,
+plugins (and tokens)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from modelreg.api.deps import AdminDep, RegistryDep, ServicesDep, authorize
 from modelreg.api.routes import tokens
-from modelreg.api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback
+from modelreg.api.schemas import AliasSet, ModelCreate, ModelPolicy, Promote, Rollback, ShadowSet, TrafficSet
 from modelreg.api.services import Services
 from modelreg.registry import PRODUCTION, ProductionChange, RegistryService
 from modelreg.registry.errors import Conflict, Invalid
@@ -57,8 +58,10 @@ def list_models(registry: RegistryDep) -> list[dict[str, Any]]:
 
 @router.get("/models/{name}")
 async def get_model(name: str, registry: RegistryDep, services: ServicesDep) -> dict[str, Any]:
-    """The model, and per live replica what it serves of it, has loaded and could not load."""
+    """The model, its traffic split, shadow and guard in progress (each null when none), and per live
+    replica what it serves of it, has loaded and could not load."""
     data = (await run_in_threadpool(registry.get_model, name)).to_dict()
+    data.update((await run_in_threadpool(registry.release_state, name)).to_dict())
     data["replicas"] = model_summary(await services.replicas.replicas(), name)
     return data
 
@@ -124,12 +127,18 @@ def get_version(name: str, version: int, registry: RegistryDep) -> dict[str, Any
 def promote(name: str, body: Promote, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> dict[str, Any]:
     """Make ``version`` the production version; cached answers of the old one stop being served.
 
-    The version is loaded on this replica first: when it cannot load, 409 and nothing changes.
+    The version is loaded on this replica first: when it cannot load, 409 and nothing changes. With
+    ``guard``, the replicas watch it for ``window_seconds`` and roll back to the version it replaced
+    when a limit breaks (history actor ``guard``); the answer then shows the guard.
     """
     _load_first(services, registry, name, body.version, "promote")
-    change = registry.promote(name, body.version, actor=admin.name)
+    change = registry.promote(name, body.version, actor=admin.name, guard=body.guard.spec() if body.guard else None)
     services.changed(name)
-    return _answer(services, change, body.wait_seconds)
+    data = _answer(services, change, body.wait_seconds)
+    if body.guard is not None:
+        guard = registry.active_guard(name)
+        data["guard"] = guard.to_dict() if guard else None
+    return data
 
 
 @router.post("/models/{name}/rollback")
@@ -189,9 +198,76 @@ def delete_alias(name: str, alias: str, registry: RegistryDep, services: Service
     return Response(status_code=204)
 
 
+# releases: traffic split and shadow ----------------------------------------------------------
+
+@router.put("/models/{name}/traffic")
+def set_traffic(name: str, body: TrafficSet, registry: RegistryDep, services: ServicesDep,
+                admin: AdminDep) -> dict[str, Any]:
+    """Share the production route's requests among aliases (whole-number weights summing to 100); a
+    client sending ``X-Request-Key`` keeps its arm while the split holds. Each arm is loaded here first."""
+    aliases = registry.get_model(name).aliases
+    for alias, weight in body.weights.items():
+        if weight > 0 and alias in aliases:  # an unknown alias is the registry's to refuse, in its words
+            _load_first(services, registry, name, aliases[alias], "send traffic to")
+    split = registry.set_traffic(name, body.weights, actor=admin.name)
+    services.changed(name)
+    return split.to_dict()
+
+
+@router.get("/models/{name}/traffic")
+def get_traffic(name: str, registry: RegistryDep) -> dict[str, Any]:
+    """The split, or ``"weights": null`` when every request goes to production."""
+    split = registry.get_traffic(name)
+    return split.to_dict() if split else {"model": name, "weights": None}
+
+
+@router.delete("/models/{name}/traffic", status_code=204)
+def clear_traffic(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> Response:
+    """Send every request of the production route to production again."""
+    registry.clear_traffic(name, actor=admin.name)
+    services.changed(name)
+    return Response(status_code=204)
+
+
+@router.put("/models/{name}/shadow")
+def set_shadow(name: str, body: ShadowSet, registry: RegistryDep, services: ServicesDep,
+               admin: AdminDep) -> dict[str, Any]:
+    """Also run ``percent`` % of production requests on ``version`` in the background: never delaying or
+    changing an answer, its own answers cached in its namespace (warm when it is promoted)."""
+    _load_first(services, registry, name, body.version, "shadow")
+    setting = registry.set_shadow(name, body.version, body.percent, actor=admin.name)
+    services.changed(name)
+    return setting.to_dict()
+
+
+NO_FIGURES = {"compared": 0, "agreed": 0, "dropped": 0, "max_abs_diff": None}
+
+
+@router.get("/models/{name}/shadow")
+async def get_shadow(name: str, registry: RegistryDep, services: ServicesDep) -> dict[str, Any]:
+    """The shadow setting (``version`` null when none) and what was compared, pooled over the replicas."""
+    setting = await run_in_threadpool(registry.get_shadow, name)
+    if setting is None:
+        return {"model": name, "version": None, "percent": None, **NO_FIGURES}
+    figures = await services.serving.shadow_figures(name)
+    # This replica may not have switched to the new setting yet: then it has no figures of its own.
+    if not figures or figures.get("version") != setting.version:
+        figures = NO_FIGURES
+    return {**figures, **setting.to_dict()}
+
+
+@router.delete("/models/{name}/shadow", status_code=204)
+def clear_shadow(name: str, registry: RegistryDep, services: ServicesDep, admin: AdminDep) -> Response:
+    """Stop shadowing."""
+    registry.clear_shadow(name, actor=admin.name)
+    services.changed(name)
+    return Response(status_code=204)
+
+
 @router.get("/models/{name}/history")
 def history(name: str, registry: RegistryDep) -> list[dict[str, Any]]:
-    """Every change to the model, oldest first: action, versions, actor, time."""
+    """Every change to the model, oldest first: action, versions, actor, time, and ``reason`` when one was
+    recorded (a traffic or shadow change, a guard's rollback)."""
     return [h.to_dict() for h in registry.history(name)]
 
 

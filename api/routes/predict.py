@@ -51,8 +51,10 @@ def _answer(prediction: Prediction) -> Response:
 
 @router.post("/models/{name}/predict", openapi_extra=PREDICT_BODY)
 async def predict(name: str, request: Request) -> Response:
-    """Predict with the model's production version."""
-    return _answer(await _serving(request).predict(name, await request.body(), control=_control(request)))
+    """Predict with the model's production version (or, under a traffic split, the arm the request falls in:
+    sticky by ``X-Request-Key``; ``X-Model-Version`` says which version answered)."""
+    return _answer(await _serving(request).predict(name, await request.body(), control=_control(request),
+                                                   request_key=request.headers.get("x-request-key")))
 
 
 @router.post("/models/{name}/versions/{version}/predict", openapi_extra=PREDICT_BODY)

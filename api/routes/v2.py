@@ -18,6 +18,7 @@ from modelreg.api.deps import require_predict
 from modelreg.api.services import Services
 from modelreg.serving import CacheControl, Serving, v2codec
 from modelreg.serving.v2codec import V2BadRequest
+from modelreg.serving.v2infer import infer_v2
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
@@ -145,19 +146,16 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
     body, encoding = await request.body(), request.headers.get("content-encoding")
     if encoding:  # inflating megabytes is CPU work: off the event loop
         body = await run_in_threadpool(decompress, body, encoding, services.settings.max_request_bytes)
-    parsed = v2codec.parse_request(body, request.headers.get(HEADER_LENGTH))
-    servable = await services.serving.resolve(name, version)
-    arrays = v2codec.decode_request(parsed, servable.signature)
-    # Run on the version resolved above: the inputs were checked against its signature, and a
-    # promotion landing in between must not run them on another one.
-    inference = await services.serving.infer_on(servable, arrays,
-                                                CacheControl.parse(request.headers.get("cache-control")))
-    content, header_length = v2codec.encode_response(parsed, name, inference.version, inference.outputs)
-    headers = {"X-Model-Version": str(inference.version), "X-Cache": inference.cache_status}
-    if header_length is None:
-        return Response(content, media_type="application/json", headers=headers)
-    headers[HEADER_LENGTH] = str(header_length)
-    return Response(content, media_type="application/octet-stream", headers=headers)
+    # Without a version: the production route, split into arms when the model has a traffic split (issue 13).
+    # The same call as api/fast_path.py's, which answers these routes first unless the body is compressed.
+    answer = await infer_v2(services.serving, name, body, request.headers.get(HEADER_LENGTH), version=version,
+                            control=CacheControl.parse(request.headers.get("cache-control")),
+                            request_key=request.headers.get("x-request-key"))
+    headers = {"X-Model-Version": str(answer.version), "X-Cache": answer.cache_status}
+    if answer.header_length is None:
+        return Response(answer.body, media_type="application/json", headers=headers)
+    headers[HEADER_LENGTH] = str(answer.header_length)
+    return Response(answer.body, media_type="application/octet-stream", headers=headers)
 
 
 @router.post("/models/{name}/infer", openapi_extra=INFER_DOC, dependencies=[Depends(require_predict)])

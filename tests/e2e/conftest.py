@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import AUTH, TOKEN, echo_artifact
+from tests.e2e.redis_topologies import redis_cluster, redis_sentinel  # noqa: F401  (fixtures: Cluster, Sentinel)
 
 ROOT = Path(__file__).resolve().parents[2]
 

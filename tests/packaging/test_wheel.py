@@ -52,6 +52,10 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
     # The migrations travel with it (an installed `modelreg db upgrade` needs every revision).
     assert "modelreg/migrations/versions/0001_initial.py" in names
     assert "modelreg/migrations/script.py.mako" in names
+    # The web console's pages and stylesheet travel with the wheel (package data, not only the checkout).
+    for page in ("base", "login", "models", "model", "plugins", "confirm", "error"):
+        assert f"modelreg/api/ui/templates/{page}.html" in names
+    assert "modelreg/api/ui/static/console.css" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         text = archive.read(entry_points).decode()
@@ -121,6 +125,9 @@ def test_modelreg_help_and_a_one_model_predict_from_the_wheel(venv: Path, tmp_pa
         assert answer.status_code == 200, answer.text
         assert answer.json()["outputs"] == [[3.0, 5.0, 7.0]]
         assert answer.headers["x-model-version"] == "1"
+        console = httpx.get(f"http://127.0.0.1:{port}/ui/login")  # templates found in the installed package
+        assert console.status_code == 200 and "Sign in" in console.text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/static/console.css").status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=30)

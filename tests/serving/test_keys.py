@@ -30,7 +30,7 @@ NS = Namespace(prefix="mr", model="iris.v2_x-1", generation=7, version=3, artifa
 
 
 def test_prediction_key_carries_model_generation_version_and_artifact() -> None:
-    assert prediction_key(NS, "d1g3st") == "mr:p:iris.v2_x-1:g7:v3:0123456789ab:d1g3st"
+    assert prediction_key(NS, "d1g3st") == "mr:p:iris.v2_x-1:g7:v3:0123456789ab:{d1g3st}"
 
 
 def test_prediction_key_parses_back() -> None:
@@ -128,3 +128,30 @@ def test_format_tags_keep_the_same_tensors_apart() -> None:
     arrays = {"x": np.array([[1.0]], np.float32)}
     digests = {input_digest(arrays, response_format=tag) for tag in (CANONICAL, PLUGIN_BODY, PIPELINE_ARRAYS)}
     assert len(digests) == 3 and input_digest(arrays) == input_digest(arrays, response_format=CANONICAL)
+
+
+def test_a_prediction_and_its_lease_share_one_cluster_slot_and_predictions_spread() -> None:
+    from redis.crc import key_slot  # the slot function Redis Cluster and redis-py use
+
+    digests = [input_digest({"x": np.array([float(i)])}) for i in range(200)]
+    keys = [prediction_key(NS, d) for d in digests]
+    for key in keys:
+        assert key_slot(key.encode()) == key_slot(lease_key(key).encode())
+    # One tag per prediction: one model's entries land all over the 16,384 slots, not in one.
+    assert len({key_slot(k.encode()) for k in keys}) > 150
+
+
+def test_keys_written_before_the_hash_tag_still_parse_so_the_reaper_reclaims_them() -> None:
+    assert parse_prediction_key("mr:p:iris:g2:v1:0123456789ab:d1g3st") == ("iris", 2, 1)
+    assert parse_prediction_key("mr:p:iris:g2:v1:0123456789ab:{}") is None
+
+
+@pytest.mark.parametrize("prefix", ["a{b", "a}b", "{mr}"])
+def test_a_prefix_with_a_brace_is_refused_it_would_be_every_keys_hash_tag(prefix: str) -> None:
+    with pytest.raises(ValueError, match="'{' or '}'"):
+        Namespace(prefix, "m", 1, 1, SHA)
+
+
+def test_a_digest_with_a_brace_is_refused() -> None:
+    with pytest.raises(ValueError, match="contain no ':', '{' or '}'"):
+        prediction_key(NS, "a}b")

@@ -1,0 +1,174 @@
+"""A miss pays one Redis round trip before it computes (the read-or-lease script), on the real Redis;
+the write-back never holds the answer; a Redis that refuses scripts gets the same answers in two steps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError
+
+from modelreg.serving.cache import PredictionCache
+from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.keys import lease_key
+from tests.serving.test_cache import Model, close, key_for, new_cache
+
+
+class RoundTrips:
+    """Counts what ``cache`` sends to Redis: single commands (a script is one) and pipelines; while
+    ``gate`` is set and not open, a pipeline's execute waits for it (a slow write-back)."""
+
+    def __init__(self, cache: PredictionCache, gate: asyncio.Event | None = None) -> None:
+        self.commands: list[str] = []
+        self.pipelines = 0
+        self.gate = gate
+        client: Any = cache._redis
+        send, pipeline = client.execute_command, client.pipeline
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.commands.append(str(args[0]))
+            return await send(*args, **options)
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            self.pipelines += 1
+            pipe = pipeline(*args, **kwargs)
+            execute, gate = pipe.execute, self.gate
+
+            async def gated(*args: Any, **kwargs: Any) -> Any:
+                if gate is not None:
+                    await gate.wait()
+                return await execute(*args, **kwargs)
+
+            pipe.execute = gated
+            return pipe
+
+        client.execute_command, client.pipeline = counted, counted_pipeline
+
+    @property
+    def total(self) -> int:
+        return len(self.commands) + self.pipelines
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def test_a_miss_asks_redis_once_before_computing_and_writes_back_behind_the_answer(
+        redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        cache = new_cache(redis_url, first_level=FirstLevel())
+        key, model = key_for(key_prefix), Model(b"computed")
+        await cache.get_or_compute(key, model, ttl_seconds=60)  # loads the script (NOSCRIPT on a fresh Redis)
+        trips = RoundTrips(cache, gate=asyncio.Event())
+        other = key_for(key_prefix, "d2")
+        seen: list[int] = []
+
+        async def compute() -> bytes:
+            seen.append(trips.total)  # what the miss had sent when the model started
+            return b"second"
+
+        # The write-back cannot finish until the gate opens: the answer must not wait for it.
+        value, status = await asyncio.wait_for(cache.get_or_compute(other, compute, ttl_seconds=60), 2)
+        assert (value, status) == (b"second", "miss")
+        assert seen == [1] and trips.commands == ["EVALSHA"]  # hit-or-lease in one script
+        raw = aioredis.Redis.from_url(redis_url)
+        assert await raw.get(other) is None  # not written yet
+        assert await cache.get_or_compute(other, Model(b"never"), ttl_seconds=60) == (b"second", "hit")  # held here
+        trips.gate.set()
+        await cache.drain()
+        assert trips.pipelines == 1 and trips.commands == ["EVALSHA"]  # then one pipelined SET
+        assert await raw.get(other) == b"second" and 0 < await raw.ttl(other) <= 60
+        await raw.aclose()
+        await close(cache)
+
+    run(scenario)
+
+
+def test_a_hit_from_redis_is_one_script_call_and_fills_the_first_level_for_its_ttl(
+        redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        writer, reader = new_cache(redis_url), new_cache(redis_url, first_level=FirstLevel())
+        key = key_for(key_prefix)
+        await writer.get_or_compute(key, Model(b"from another replica"), ttl_seconds=60)
+        await writer.drain()
+        trips = RoundTrips(reader)
+        never = Model(b"must not run")
+        assert await reader.get_or_compute(key, never, ttl_seconds=60) == (b"from another replica", "hit")
+        assert never.calls == 0 and trips.total == 1
+        # The value is held here now: the next hit asks Redis nothing.
+        assert await reader.get_or_compute(key, never, ttl_seconds=60) == (b"from another replica", "hit")
+        assert trips.total == 1
+        await close(writer, reader)
+
+    run(scenario)
+
+
+def test_the_script_takes_the_lease_so_a_second_replica_waits_for_the_value(redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        holder, waiter = new_cache(redis_url), new_cache(redis_url)
+        key, slow, never = key_for(key_prefix), Model(b"once", delay=0.3), Model(b"twice")
+        first = asyncio.create_task(holder.get_or_compute(key, slow, ttl_seconds=60))
+        await asyncio.sleep(0.1)
+        raw = aioredis.Redis.from_url(redis_url)
+        assert await raw.exists(lease_key(key)) == 1
+        assert await waiter.get_or_compute(key, never, ttl_seconds=60) == (b"once", "coalesced")
+        assert await first == (b"once", "miss")
+        assert (slow.calls, never.calls, waiter.stats.lease_waits) == (1, 0, 1)
+        await raw.aclose()
+        await close(holder, waiter)
+
+    run(scenario)
+
+
+def test_a_redis_that_refuses_scripts_gets_the_same_answers_in_two_round_trips(
+        redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        cache = new_cache(redis_url, first_level=FirstLevel())
+
+        async def refused(**_: Any) -> Any:
+            raise NoPermissionError("this user has no permissions to run the 'evalsha' command")
+
+        cache._script = refused
+        key, model = key_for(key_prefix), Model(b"computed")
+        assert await cache.get_or_compute(key, model, ttl_seconds=60) == (b"computed", "miss")
+        assert cache._script is None  # asked once, then never again
+        assert cache.breaker_state == "closed" and cache.stats.errors == 0  # a refusal is no outage
+        trips = RoundTrips(cache)
+        other = key_for(key_prefix, "d2")
+        assert await cache.get_or_compute(other, Model(b"two"), ttl_seconds=60) == (b"two", "miss")
+        await cache.drain()
+        # GET+PTTL and the lease's SET NX before computing; the write-back pipeline after.
+        assert trips.pipelines == 2 and trips.commands == ["SET"]
+        await close(cache)
+        reader = new_cache(redis_url)
+        assert await reader.get_or_compute(other, Model(b"never"), ttl_seconds=60) == (b"two", "hit")
+        await close(reader)
+
+    run(scenario)
+
+
+def test_a_burst_of_identical_misses_on_one_replica_sends_one_script_and_holds_the_lease_once(
+        redis_url: str, key_prefix: str) -> None:
+    """Only the key's flight asks Redis: two requests of one replica never hold and wait on one lease
+    (the waiter would see it given up and compute again, as would every other replica's waiter)."""
+    async def scenario() -> None:
+        cache, other = new_cache(redis_url), new_cache(redis_url)
+        key, model, elsewhere = key_for(key_prefix), Model(b"value", delay=0.3), Model(b"other replica")
+        trips = RoundTrips(cache)
+        burst = [asyncio.create_task(cache.get_or_compute(key, model, ttl_seconds=60)) for _ in range(20)]
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(other.get_or_compute(key, elsewhere, ttl_seconds=60))
+        results = await asyncio.wait_for(asyncio.gather(*burst), 2)
+        assert sorted(status for _, status in results) == ["coalesced"] * 19 + ["miss"]
+        assert trips.commands == ["EVALSHA"]  # one script for the twenty
+        assert await asyncio.wait_for(waiting, 2) == (b"value", "coalesced")
+        assert (model.calls, elsewhere.calls) == (1, 0)
+        # Warm now: a burst on another replica with nothing held there is one script and all hits.
+        fresh = new_cache(redis_url)
+        hits = await asyncio.gather(*(fresh.get_or_compute(key, elsewhere, ttl_seconds=60) for _ in range(10)))
+        assert set(hits) == {(b"value", "hit")} and elsewhere.calls == 0
+        await close(cache, other, fresh)
+
+    run(scenario)
