@@ -68,9 +68,10 @@ class Metrics:
         self.series.record_inference(model, version, rows, seconds)
 
     def watch(self, *, cache_stats: Callable[[], CacheStats], breaker: Callable[[], BreakerState],
-              queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]]) -> None:
+              queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]],
+              queue_depths: Callable[[], dict[str, int]] = dict) -> None:
         """Read the live state (counters kept by the cache, queue, loaded versions) at scrape time."""
-        self.registry.register(_LiveState(cache_stats, breaker, queue_depth, loaded))
+        self.registry.register(_LiveState(cache_stats, breaker, queue_depth, loaded, queue_depths))
         if self._workers is not None:
             self._workers.start()
 
@@ -85,7 +86,9 @@ class Metrics:
 
 class _LiveState(Collector):
     def __init__(self, cache_stats: Callable[[], CacheStats], breaker: Callable[[], BreakerState],
-                 queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]]) -> None:
+                 queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]],
+                 queue_depths: Callable[[], dict[str, int]] = dict) -> None:
+        self._queue_depths = queue_depths
         self._cache_stats = cache_stats
         self._breaker = breaker
         self._queue_depth = queue_depth
@@ -106,6 +109,11 @@ class _LiveState(Collector):
         yield breaker
         yield GaugeMetricFamily("modelreg_batch_queue_rows", "Rows waiting for a batch, all models",
                                 value=self._queue_depth())
+        per_model = GaugeMetricFamily("modelreg_model_queue_rows",
+                                      "Rows waiting for a batch per model (the autoscaler's signal)", labels=["model"])
+        for model, rows in sorted(self._queue_depths().items()):
+            per_model.add_metric([model], rows)
+        yield per_model
         loaded = GaugeMetricFamily("modelreg_loaded_versions", "Versions loaded in this replica",
                                    labels=["model", "version"])
         for model, version in self._loaded():

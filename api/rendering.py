@@ -73,7 +73,7 @@ def render(exc: BaseException, *, v2: bool, where: str = "") -> Rendered:
                      v2=v2, headers={"X-Request-Id": request_id})
     headers: dict[str, str] | None = getattr(exc, "headers", None)
     if isinstance(exc, Unavailable):
-        log.warning("registry database unavailable on %s: %s", where or "a request", exc.cause)
+        log.warning("%s unavailable on %s: %s", exc.what, where or "a request", exc.cause)
         headers = {"Retry-After": DATABASE_RETRY_AFTER}
     return error(status, str(exc), v2=v2, headers=headers)
 

@@ -125,7 +125,8 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
                       redis=redis)  # shadow figures and guard outcomes are pooled there (issue 13)
     metrics.registry.register(ShadowMetrics(serving.shadow.known))
     metrics.watch(cache_stats=lambda: cache.stats, breaker=lambda: cache.breaker_state,
-                  queue_depth=serving.batcher.queue_depth, loaded=manager.loaded_versions)
+                  queue_depth=serving.batcher.queue_depth, loaded=manager.loaded_versions,
+                  queue_depths=serving.batcher.queue_depths)
     feed = ChangeFeed(manager, redis, prefix=settings.cache_prefix, subscribe_url=settings.redis_url,
                       poll_interval=settings.poll_interval_seconds)
     replicas = ReplicaBoard(manager, redis, prefix=settings.cache_prefix)

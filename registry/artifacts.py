@@ -50,6 +50,8 @@ class ArtifactStoreUnavailable(Unavailable, ArtifactUnavailable):
     """The object store cannot be reached or answers with a server error: an upload is a 503 with
     Retry-After (as for the database), a load is retried on the next poll."""
 
+    what = "artifact store"
+
     def __init__(self, location: str, cause: str) -> None:
         self.cause = cause
         Exception.__init__(self, f"the artifact store {location} is unavailable ({cause}); loaded models keep "

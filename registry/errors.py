@@ -57,6 +57,8 @@ class NoProductionVersion(Conflict):
 class Unavailable(RegistryError):
     """The registry database cannot be reached (refused, lost, or no pooled connection to give)."""
 
+    what = "registry database"  # what the server log names as down (the artifact store says its own name)
+
     def __init__(self, cause: str) -> None:
         self.cause = cause
         super().__init__("the registry database is unavailable; loaded models keep serving, "

@@ -61,6 +61,14 @@ class Batcher:
         """Rows waiting in every lane (for metrics)."""
         return sum(lane.queued_rows for lane in self._lanes.values())
 
+    def queue_depths(self) -> dict[str, int]:
+        """Rows waiting per model, every version's lane together (the autoscaler's per-model signal)."""
+        depths: dict[str, int] = {}
+        for lane in list(self._lanes.values()):  # a snapshot: a request may add a lane mid-scrape
+            model = lane.label.rpartition(":")[0]
+            depths[model] = depths.get(model, 0) + lane.queued_rows
+        return depths
+
     async def run(self, lane_key: Hashable, label: str, model: LoadedModel, arrays: Mapping[str, np.ndarray], *,
                   batched: bool, max_batch_size: int, max_delay_ms: float) -> dict[str, np.ndarray]:
         """The model's outputs for ``arrays``, computed alone or in a batch with other requests.

@@ -97,7 +97,7 @@ class Generated(io.RawIOBase):
 
 def test_a_large_upload_streams_in_parts_to_its_content_address(place: Place, tmp_path: Path) -> None:
     store = place.store(tmp_path / "cache")
-    stream = Generated(5 * MIN_PART_BYTES + 123)  # six parts
+    stream = Generated(8 * MIN_PART_BYTES + 123)  # nine parts
     tracemalloc.start()
     try:
         stored = store.put(stream, max_bytes=1024 * MiB)
@@ -109,7 +109,7 @@ def test_a_large_upload_streams_in_parts_to_its_content_address(place: Place, tm
     assert place.pending_uploads() == []
     head = place.s3.client().head_object(Bucket=place.bucket, Key=f"{place.prefix}/sha256/{stored.sha256}")
     assert head["ContentLength"] == stream.size
-    assert peak < 3 * MIN_PART_BYTES  # about two parts' worth at most, never the whole artifact
+    assert peak < 4 * MIN_PART_BYTES  # a few parts in flight at most, never the whole (9-part) artifact
     assert stored.path.read_bytes()[:64] == stored.head[:64]  # the validator's local copy
     assert hashlib.sha256(stored.path.read_bytes()).hexdigest() == stored.sha256
 

@@ -124,3 +124,32 @@ def test_a_batch_size_of_one_turns_batching_off() -> None:
     with ThreadPoolExecutor(1) as pool:
         asyncio.run(_gather(Batcher(pool), model, [_row(i) for i in range(5)], max_batch_size=1))
     assert model.passes == [1] * 5
+
+
+def test_the_queue_depth_per_model_adds_up_every_version_lane_of_that_model() -> None:
+    """The autoscaler's per-model signal: rows waiting, per model, whichever version they wait for."""
+    asyncio.run(_queue_depths_while_held())
+
+
+async def _queue_depths_while_held() -> None:
+    gate = threading.Event()
+
+    class Held(RowModel):
+        def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            gate.wait(5)
+            return super().predict(batch)
+
+    model = Held(delay=0)
+    batcher = Batcher(ThreadPoolExecutor(4))
+    runs = [asyncio.ensure_future(batcher.run((name, version), f"{name}:{version}", model,
+                                              {"x": np.ones((1, 2), np.float32)}, batched=False,
+                                              max_batch_size=1, max_delay_ms=0))
+            for name, version in (("a", 1), ("a", 1), ("a", 2), ("b", 1))]
+    await asyncio.sleep(0.2)
+    try:
+        # The first request of each lane is executing (held); the second of a:1 still waits.
+        assert batcher.queue_depths() == {"a": 1, "b": 0} and batcher.queue_depth() == 1
+    finally:
+        gate.set()
+        await asyncio.gather(*runs)
+    assert batcher.queue_depths() == {"a": 0, "b": 0}
