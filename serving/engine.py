@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from modelreg.serving.traffic import arm_of
 
 log = logging.getLogger("modelreg.serving")
 Outputs = Mapping[str, np.ndarray]
+T = TypeVar("T")
 
 
 class Serving:
@@ -127,16 +128,7 @@ class Serving:
         state = servable.state
         if state.guard is None and state.shadow is None:
             return await self.infer_on(servable, arrays, control)
-        guard = state.guard if state.guard is not None and state.guard.version == servable.version else None
-        started = time.perf_counter()
-        try:
-            inference = await self.infer_on(servable, arrays, control)
-        except Exception as exc:
-            if guard is not None:
-                self.guards.record(guard, time.perf_counter() - started, failed=counts_as_error(exc))
-            raise
-        if guard is not None:
-            self.guards.record(guard, time.perf_counter() - started, failed=False)
+        inference = await self._watched(servable, self.infer_on(servable, arrays, control))
         if routed and self._shadowed(servable):
             assert state.shadow is not None
             self.shadow.offer(servable.name, state.shadow, dict(arrays), inference.outputs, control)
@@ -146,20 +138,25 @@ class Serving:
                                routed: bool) -> Prediction:
         """``predict_on``, with a guard on the version counting the outcome and the shadow offered the request."""
         state = servable.state
-        guard = state.guard if state.guard is not None and state.guard.version == servable.version else None
-        started = time.perf_counter()
-        try:
-            answer = await self.predict_on(servable, body, control)
-        except Exception as exc:
-            if guard is not None:
-                self.guards.record(guard, time.perf_counter() - started, failed=counts_as_error(exc))
-            raise
-        if guard is not None:
-            self.guards.record(guard, time.perf_counter() - started, failed=False)
+        answer = await self._watched(servable, self.predict_on(servable, body, control))
         if routed and self._shadowed(servable):
             assert state.shadow is not None
             self.shadow.offer(servable.name, state.shadow, body, answer.body, control)
         return answer
+
+    async def _watched(self, servable: Servable, call: Awaitable[T]) -> T:
+        """``call``'s result; its outcome and time counted by the guard when one watches this version."""
+        guard = servable.state.guard
+        if guard is None or guard.version != servable.version:
+            return await call
+        started = time.perf_counter()
+        try:
+            result = await call
+        except Exception as exc:
+            self.guards.record(guard, time.perf_counter() - started, failed=counts_as_error(exc))
+            raise
+        self.guards.record(guard, time.perf_counter() - started, failed=False)
+        return result
 
     @staticmethod
     def _shadowed(servable: Servable) -> bool:

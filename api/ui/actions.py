@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from modelreg.api.auth import Principal
 from modelreg.api.routes import admin
-from modelreg.api.schemas import AliasSet, Promote, Rollback, ShadowSet, TrafficSet
+from modelreg.api.schemas import AliasSet, Guard, Promote, Rollback, ShadowSet, TrafficSet
 from modelreg.api.services import Services
 from modelreg.registry.errors import Invalid
 
@@ -56,12 +58,30 @@ def weights_of(fields: Fields) -> dict[str, int]:
     return weights
 
 
+def _guard_of(fields: Fields) -> Guard | None:
+    """The promote form's optional guard: none unless a limit (error rate or p99) is given."""
+    error_rate = fields.get("guard_error_rate", "").strip()
+    p99 = fields.get("guard_p99_ms", "").strip()
+    if not error_rate and not p99:
+        return None
+    try:
+        return Guard(window_seconds=_optional_int(fields, "guard_window", "the guard's window") or 300,
+                     min_requests=_optional_int(fields, "guard_min_requests", "the guard's minimum requests"),
+                     max_error_rate=_number(fields, "guard_error_rate", "the error rate") if error_rate else None,
+                     max_p99_ms=_number(fields, "guard_p99_ms", "the p99 limit") if p99 else None)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise Invalid(f"guard: {problems}") from None
+
+
 def _promote(services: Services, name: str, fields: Fields, who: Principal) -> str:
     version = _int(fields, "version", "a version to promote")
-    answer = admin.promote(name=name, body=Promote(version=version), registry=services.registry,
+    guard = _guard_of(fields)
+    answer = admin.promote(name=name, body=Promote(version=version, guard=guard), registry=services.registry,
                            services=services, admin=who)
+    watched = "" if guard is None else f" Guarded for {guard.window_seconds}s: a breach rolls it back."
     return f"{name} v{answer['production']} is production (was {_v(answer.get('previous'))}); " \
-           f"cache generation {answer['generation']}."
+           f"cache generation {answer['generation']}.{watched}"
 
 
 def _rollback(services: Services, name: str, fields: Fields, who: Principal) -> str:

@@ -186,9 +186,11 @@ async def model_page(request: Request, name: str) -> Response:
         release = await run_in_threadpool(release_of, registry, name)
         fleet = await services.replicas.replicas()
         window = await services.metrics.series.window(name)
+        compared = await services.serving.shadow_figures(name)  # None without a shadow
     except Exception as exc:
         return _error_page(request, exc, principal, current)
     return _page(request, "model.html", {
+        "compared": compared,
         "model": record, "row": model_row(record, release, window, bucket_of(time.time())),
         "versions": list(reversed(versions)), "ready": [v.version for v in reversed(versions) if v.status == "ready"],
         "history": history_rows(history), "release": release, "charts": charts(window),

@@ -25,7 +25,7 @@ from modelreg.api.settings import Settings
 from tests.api.conftest import AUTH, TOKEN
 from tests.e2e.conftest import Replica, create_echo_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]  # a long loop: ./scripts/test runs it with MODELREG_SOAK=1
 MODELS = ["m", "other"]
 EXAMPLES_PER_OPERATION = 25
 KNOWN = {"name": st.sampled_from(MODELS), "version": st.sampled_from([1, 2]),

@@ -31,6 +31,20 @@ def metrics_lines(client: httpx.Client) -> list[str]:
     return client.get("/metrics").text.splitlines()
 
 
+def new_series(before: list[str], after: list[str]) -> set[str]:
+    """Series (name and labels, not values) in ``after`` that ``before`` did not have."""
+    def keys(lines: list[str]) -> set[str]:
+        return {line.rsplit(" ", 1)[0] for line in lines if line and not line.startswith("#")}
+    return keys(after) - keys(before)
+
+
+def bounded_by_the_registry(series: str) -> bool:
+    """A series the real model's own traffic may add (a first coalesced answer of a version, say)."""
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', series))
+    version = labels.get("version", "")
+    return labels.get("model") == "real" and (version == "" or 1 <= int(version) <= REAL_VERSIONS)
+
+
 async def flood(url: str, names: int, versions: int, seed: int) -> dict[int, int]:
     """``names`` requests to random model names on every route that takes one, ``versions`` to random
     versions (real or not) of the real model; returns how many answers had each status."""
@@ -87,7 +101,11 @@ def test_a_flood_of_random_names_and_versions_leaves_memory_and_metrics_flat(
           f"/metrics {len(lines_before)} -> {len(lines_after)} lines; {len(loaded)} versions loaded")
     assert sum(statuses.values()) == NAMES + VERSIONS and set(statuses) <= {200, 404}
     assert (served.status_code, served.headers["x-model-version"]) == (200, "1")
-    assert len(lines_after) == len(lines_before), sorted(set(lines_after) - set(lines_before))[:20]
+    # Random names and versions add no series; the real versions' own answers may add a bounded few
+    # (a version's first coalesced answer, its queue gauge coming back after an idle lane was dropped).
+    added = new_series(lines_before, lines_after)
+    assert all(bounded_by_the_registry(series) for series in added), sorted(added)[:20]
+    assert len(added) <= 4 * REAL_VERSIONS, sorted(added)[:20]
     assert {m for line in lines_after for m in re.findall(r'model="([^"]*)"', line)} <= {"real", "<unknown>", ""}
     assert len(loaded) <= 1 + MAX_ON_DEMAND_VERSIONS  # production, plus the cap of versions loaded on demand
     assert rss_after - rss_before < 8 * 1024, f"RSS grew {rss_after - rss_before} KiB over the flood"

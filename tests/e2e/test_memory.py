@@ -18,7 +18,7 @@ import pytest
 from tests.api.conftest import AUTH, echo_artifact
 from tests.e2e.conftest import StartReplicas
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]  # a long loop: ./scripts/test runs it with MODELREG_SOAK=1
 
 MiB = 1024 * 1024
 BUDGET = 1 * MiB  # each of the two stores

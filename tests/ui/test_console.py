@@ -90,9 +90,12 @@ def test_an_admin_releases_and_a_reader_only_looks(browser: Any, start_replicas:
     labelled(page)
     shot(page, "model", tmp_path)
 
-    # Promote v2 with the keyboard: choose it, Tab to the button, Enter, Enter on the confirmation.
+    # Promote v2 with the keyboard: choose it, Tab past the (closed) guard options to the button,
+    # Enter, Enter on the confirmation.
     page.select_option("#promote-version", "2")
     page.focus("#promote-version")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.tagName") == "SUMMARY"  # "Guard (optional)", folded
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "promote"
     page.keyboard.press("Enter")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def test_a_change_needs_the_csrf_token_and_a_confirmation(app_client: TestClient
     csrf = sign_in(app_client)
     refused = app_client.post("/ui/models/demo/promote", data={"version": "2", "confirmed": "yes"})
     assert refused.status_code == 403 and "CSRF token is missing or wrong" in refused.text
-    forged = app_client.post("/ui/models/demo/promote", data={"csrf": csrf[:-1] + "0", "version": "2",
-                                                              "confirmed": "yes"})
+    wrong = csrf[:-1] + ("1" if csrf.endswith("0") else "0")  # one digit off (never the same token)
+    forged = app_client.post("/ui/models/demo/promote", data={"csrf": wrong, "version": "2", "confirmed": "yes"})
     assert forged.status_code == 403
     other_site = app_client.post("/ui/models/demo/promote", data={"csrf": csrf, "version": "2", "confirmed": "yes"},
                                  headers={"Origin": "https://evil.example"})
@@ -137,3 +138,38 @@ def test_the_grafana_dashboard_graphs_only_metrics_the_server_exports(app_client
     assert "modelreg_inference_seconds_saved_total" in queried and "modelreg_cache_requests_total" in queried
     missing = sorted(name for name in queried if not re.search(rf"^{name}[{{ ]", exported, re.M))
     assert missing == []
+
+
+def test_the_model_page_shows_what_a_shadow_compared(app_client: TestClient) -> None:
+    sign_in(app_client)
+    assert 'id="shadow-figures"' not in app_client.get("/ui/models/demo").text  # no shadow, no figures
+    assert app_client.put("/admin/models/demo/shadow", json={"version": 2, "percent": 100},
+                          headers=AUTH).status_code == 200
+    for n in range(3):
+        assert app_client.post("/models/demo/predict", json={"inputs": [[float(n)]]}).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:  # the shadow runs in the background: wait for its three comparisons
+        expected = app_client.get("/admin/models/demo/shadow", headers=AUTH).json()
+        if expected["compared"] == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert expected["compared"] == 3 and expected["agreed"] == 0  # v2 adds 2.0, v1 1.0: never the same
+    page = app_client.get("/ui/models/demo").text
+    figures = re.search(r'id="shadow-figures">([^<]*)<', page)
+    assert figures is not None, page
+    text = " ".join(figures.group(1).split())
+    assert f"Compared {expected['compared']} · agreed {expected['agreed']}" in text, text
+
+
+def test_a_promotion_from_the_console_can_carry_a_guard(app_client: TestClient) -> None:
+    csrf = sign_in(app_client)
+    form = {"csrf": csrf, "confirmed": "yes", "version": "2", "guard_error_rate": "0.05", "guard_window": "120",
+            "guard_min_requests": "", "guard_p99_ms": ""}
+    answer = app_client.post("/ui/models/demo/promote", data=form, headers={"Origin": "http://testserver"})
+    assert answer.status_code == 200 and "Guarded for 120s" in answer.text, answer.text
+    guard = app_client.get("/admin/models/demo", headers=AUTH).json()["guard"]
+    assert guard["version"] == 2 and guard["replaced"] == 1 and guard["spec"]["max_error_rate"] == 0.05
+    bad = app_client.post("/ui/models/demo/promote", headers={"Origin": "http://testserver"},
+                          data={**form, "version": "1", "guard_error_rate": "2"})
+    assert bad.status_code == 422 and "guard" in bad.text and "less than or equal to 1" in bad.text
+    assert production(app_client) == 2  # the refused form changed nothing
