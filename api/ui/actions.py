@@ -158,8 +158,9 @@ def _split_question(name: str, fields: Fields) -> str:
 
 ACTIONS: dict[str, Action] = {
     "promote": Action("Promote", _promote,
-                      lambda n, f: f"Make {n} v{f.get('version', '?')} production? Its cached answers start empty; "
-                                   "the current version stays loaded for a quick rollback."),
+                      lambda n, f: f"Make {n} v{f.get('version', '?')} production? Answers it computed as a shadow or "
+                                   "canary are served at once, others are computed on first use; the current "
+                                   "version stays loaded for a quick rollback."),
     "rollback": Action("Roll back", _rollback,
                        lambda n, f: f"Roll {n} back to v{f['version']}?" if f.get("version")
                        else f"Roll {n} back to the version production had before?", danger=True),
