@@ -27,7 +27,7 @@ from modelreg.registry.errors import RegistryError
 from modelreg.serving.errors import InvalidInput
 from modelreg.serving.keys import release_figures_key
 from modelreg.serving.redis_client import RedisClient
-from modelreg.serving.tasks import reraise_if_cancelled
+from modelreg.serving.tasks import cancel_and_wait, reraise_if_cancelled
 
 log = logging.getLogger("modelreg.guard")
 
@@ -162,13 +162,8 @@ class Guards:
             self._task = asyncio.create_task(self._run_forever(), name="guard-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run_forever(self) -> None:
         while True:

@@ -32,6 +32,7 @@ import orjson
 from modelreg.registry import PRODUCTION, LiveState
 from modelreg.serving.manager import ModelManager
 from modelreg.serving.redis_client import RedisClient
+from modelreg.serving.tasks import cancel_and_wait
 
 log = logging.getLogger("modelreg.replicas")
 HEARTBEAT_SECONDS = 5.0
@@ -204,11 +205,8 @@ class ReplicaBoard:
         self._task = asyncio.create_task(self._run(), name="modelreg-replica-status")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, timeout=2)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.withdraw(), timeout=2)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from modelreg.serving.keys import series_key
 from modelreg.serving.redis_client import RedisClient
+from modelreg.serving.tasks import cancel_and_wait
 
 log = logging.getLogger("modelreg.series")
 
@@ -289,11 +290,8 @@ class Series:
         self._task = asyncio.create_task(self._run(every), name="modelreg-series-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, timeout=2)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), timeout=2)  # the last seconds still count in the fleet view
 

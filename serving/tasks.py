@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 def reraise_if_cancelled(exc: BaseException) -> None:
@@ -10,3 +11,12 @@ def reraise_if_cancelled(exc: BaseException) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError() from exc
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None, timeout: float = 2.0) -> None:
+    """Stop a background loop: cancel it and wait (bounded) for it to end, whatever it ends with."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(task, timeout=timeout)
