@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -126,3 +128,44 @@ def until(check: Callable[[], Any], what: str, timeout: float = 20.0, every: flo
             return found
         assert time.monotonic() < deadline, f"{what} within {timeout}s"
         time.sleep(every)
+
+
+class CheckedLoad:
+    """Threads posting a few echo inputs to each replica until stopped, checking every answer's output
+    against the version it names (the outage and failover tests' load; an assert in a thread would not
+    fail the test, so what is wrong is collected)."""
+
+    def __init__(self, replicas: list[Replica], offsets: list[float], *, threads_per_replica: int = 2) -> None:
+        self.offsets = offsets
+        self.seen: list[tuple[float, int, str]] = []  # (when, status, X-Cache)
+        self.versions: set[int] = set()
+        self.wrong: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._load, args=(r, i))
+                         for i, r in enumerate(replicas * threads_per_replica)]
+
+    def __enter__(self) -> CheckedLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _load(self, replica: Replica, seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=replica.url, timeout=10) as client:
+            while not self._stop.is_set():
+                x = float(rng.randrange(10))  # few inputs: hits and misses both happen
+                response = client.post("/models/m/predict", json={"inputs": [[x]]})
+                self.seen.append((time.monotonic(), response.status_code, response.headers.get("x-cache", "")))
+                if response.status_code != 200:
+                    continue
+                version = int(response.headers["x-model-version"])
+                self.versions.add(version)
+                expected = {"model": "m", "version": version, "outputs": [[x + self.offsets[version - 1]]]}
+                if response.json() != expected:
+                    self.wrong.append(f"{replica.url} v{version} answered {response.text} for {x} "
+                                      f"({response.headers['x-cache']})")

@@ -3,8 +3,6 @@ version it names, and the cache comes back by itself."""
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 
 import httpx
@@ -12,7 +10,7 @@ import pytest
 
 from tests.api.conftest import AUTH
 from tests.conftest import RedisProcess
-from tests.e2e.conftest import Replica, StartReplicas, create_echo_model
+from tests.e2e.conftest import CheckedLoad, Replica, StartReplicas, create_echo_model
 
 pytestmark = pytest.mark.slow
 OFFSETS = [1000.0, 2000.0]  # version v answers x + 1000 * v
@@ -39,30 +37,7 @@ def test_killing_redis_under_load_and_promotions_gives_no_5xx_no_wrong_version_a
                               MODELREG_FIRST_LEVEL_BYTES="0")  # every hit must come from Redis itself
     create_echo_model(replicas[0].url, "m", OFFSETS)
     _promote(replicas[0], 1)
-    statuses: list[int] = []
-    versions: set[int] = set()
-    wrong: list[str] = []  # collected here: an assert in a load thread would not fail the test
-    stop = threading.Event()
-
-    def load(replica: Replica, seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(base_url=replica.url, timeout=10) as client:
-            while not stop.is_set():
-                x = float(rng.randrange(10))  # few inputs: hits and misses both happen
-                response = client.post("/models/m/predict", json={"inputs": [[x]]})
-                statuses.append(response.status_code)
-                if response.status_code != 200:
-                    continue
-                version = int(response.headers["x-model-version"])
-                versions.add(version)
-                if response.json() != {"model": "m", "version": version, "outputs": [[x + OFFSETS[version - 1]]]}:
-                    wrong.append(f"{replica.url} v{version} answered {response.text} for {x} "
-                                 f"({response.headers['x-cache']})")
-
-    threads = [threading.Thread(target=load, args=(r, i)) for i, r in enumerate(replicas * 2)]
-    for t in threads:
-        t.start()
-    try:
+    with CheckedLoad(replicas, OFFSETS) as load:
         time.sleep(0.5)
         redis_process.kill()
         time.sleep(0.5)
@@ -75,11 +50,7 @@ def test_killing_redis_under_load_and_promotions_gives_no_5xx_no_wrong_version_a
         _promote(replicas[0], 2)
         for replica in replicas:
             _wait_for_hits(replica, 2, restarted)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert wrong == []
-    assert len(statuses) > 50
-    assert [s for s in statuses if s >= 500] == []
-    assert versions == {1, 2}
+    assert load.wrong == []
+    assert len(load.seen) > 50
+    assert [s for _, s, _ in load.seen if s >= 500] == []
+    assert load.versions == {1, 2}

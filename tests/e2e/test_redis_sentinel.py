@@ -5,15 +5,13 @@ there is no master and comes back on the new one by itself."""
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 
 import httpx
 import pytest
 
 from tests.api.conftest import AUTH
-from tests.e2e.conftest import Replica, StartReplicas, create_echo_model, until
+from tests.e2e.conftest import CheckedLoad, Replica, StartReplicas, create_echo_model, until
 from tests.e2e.redis_topologies import SentinelSetup
 
 pytestmark = pytest.mark.slow
@@ -33,30 +31,8 @@ def test_a_sentinel_failover_under_load_gives_no_5xx_no_wrong_version_and_hits_r
     create_echo_model(replicas[0].url, "m", OFFSETS)
     _promote(replicas[0], 1)
     first_master = redis_sentinel.master_port()
-    seen: list[tuple[float, int, str]] = []  # (when, status, X-Cache)
-    versions: set[int] = set()
-    wrong: list[str] = []  # collected here: an assert in a load thread would not fail the test
-    stop = threading.Event()
-
-    def load(replica: Replica, seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(base_url=replica.url, timeout=10) as client:
-            while not stop.is_set():
-                x = float(rng.randrange(10))  # few inputs: hits and misses both happen
-                response = client.post("/models/m/predict", json={"inputs": [[x]]})
-                seen.append((time.monotonic(), response.status_code, response.headers.get("x-cache", "")))
-                if response.status_code != 200:
-                    continue
-                version = int(response.headers["x-model-version"])
-                versions.add(version)
-                if response.json() != {"model": "m", "version": version, "outputs": [[x + OFFSETS[version - 1]]]}:
-                    wrong.append(f"{replica.url} v{version} answered {response.text} for {x} "
-                                 f"({response.headers['x-cache']})")
-
-    threads = [threading.Thread(target=load, args=(r, i)) for i, r in enumerate(replicas * 2)]
-    for t in threads:
-        t.start()
-    try:
+    with CheckedLoad(replicas, OFFSETS) as load:
+        seen = load.seen
         until(lambda: sum(1 for _, _, c in seen if c == "hit") >= 20, "hits from the first master", 15)
         redis_sentinel.master.kill()
         killed = time.monotonic()
@@ -69,13 +45,9 @@ def test_a_sentinel_failover_under_load_gives_no_5xx_no_wrong_version_and_hits_r
         until(lambda: all(httpx.post(f"{r.url}/models/m/predict", json={"inputs": [[3.0]]})
                           .headers.get("x-model-version") == "1" for r in replicas), "both replicas serve v1 again", 10)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=15)
-    assert wrong == []
+    assert load.wrong == []
     assert [s for _, s, _ in seen if s >= 500] == []
-    assert versions == {1, 2}
+    assert load.versions == {1, 2}
     outage = [c for at, _, c in seen if killed < at < promoted]
     assert outage and "hit" not in outage[len(outage) // 2:]  # degraded: answered, computed, not cached
     assert {c for at, _, c in seen if at > resumed} >= {"hit"}
