@@ -36,6 +36,7 @@ from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel, exact_copy
 from modelreg.serving.keys import flight_key, lease_key
 from modelreg.serving.redis_client import RedisClient, connect, delete_if_owner, extend_if_owner
 from modelreg.serving.singleflight import SingleFlight
+from modelreg.serving.tasks import raise_if_cancel_swallowed, reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +390,11 @@ class PredictionCache:
         expires: float | None = None  # when the lease seen last would expire unless renewed (our clock)
         while (now := loop.time()) < deadline:
             await asyncio.sleep(min(delay, deadline - now))
+            sent = loop.time()
             found = await self._call(lambda: self._poll(key, name))
             if isinstance(found, _Unavailable):
+                if self._breaker.state == "closed":
+                    continue  # one slow reply is not an outage: computing now would stampede the holder
                 return None
             value, pttl, lease_pttl = found
             now = loop.time()
@@ -398,13 +402,19 @@ class PredictionCache:
                 self._remember(key, value, pttl)
                 return value
             if lease_pttl != -2:  # it lives (-1: a peer's lease without expiry, bounded by the deadline)
-                expires = now + lease_pttl / 1000 if lease_pttl >= 0 else None
+                # The earliest it can expire: Redis read the PTTL after ``sent``. Timed from the reply
+                # instead, a reply delayed by a busy loop would make a lease that simply expired look
+                # deleted early, and every waiter would compute instead of one taking it over.
+                expires = sent + lease_pttl / 1000 if lease_pttl >= 0 else None
                 # Back off, to a tenth of the time waited so far: a slow computation is polled tens
                 # of times, not thousands, and its value is seen at most ~10% late.
                 delay = min(max(min(delay * 2, self._lease_poll * 8), (now - started) / 10), longest)
                 continue
             if expires is not None and now < expires - longest:
-                return None  # given up before its time: no value is coming, compute for ourselves
+                # Given up before its time (released on purpose): no value is coming, compute for ourselves.
+                log.debug("the lease of %s went %.0f ms before it could expire; computing", name,
+                          (expires - now) * 1000)
+                return None
             # Expired without a value: its holder died. One waiter takes it over; the others wait on.
             acquired = await self._take(name, token)
             if acquired is None:
@@ -490,6 +500,9 @@ class PredictionCache:
         try:
             result = await op()
         except Exception as exc:  # Redis holds only disposable data: no failure may reach a request
+            # A request cancelled mid-call (its client went away) is not a Redis failure: it must
+            # neither trip the breaker nor go on as if the call had merely failed.
+            reraise_if_cancelled(exc)
             self.stats.errors += 1
             self._breaker.record_failure()
             if not isinstance(exc, (RedisError, OSError)):
@@ -500,6 +513,7 @@ class PredictionCache:
             else:
                 log.debug("Redis call failed: %r", exc)
             return _UNAVAILABLE
+        raise_if_cancel_swallowed()
         self._breaker.record_success()
         if before == "half_open":
             log.info("Redis answers again; cache resumed")

@@ -130,6 +130,7 @@ class ReplicaBoard:
         self._task: asyncio.Task[None] | None = None
         self.live = 1  # replicas seen at the last heartbeat (this one at least)
         self.lagging = 0  # of those, how many serve another production version than the registry's
+        self._count_due = False  # the last count failed: count again on the next check
 
     def status(self) -> dict[str, Any]:
         """This replica's status as it is now."""
@@ -152,6 +153,11 @@ class ReplicaBoard:
 
     async def replicas(self) -> list[dict[str, Any]]:
         """Every live replica's status, this one's as it is now; only this one's when Redis cannot answer."""
+        fleet = await self._fleet()
+        return fleet if fleet is not None else [{**self.status(), "this": True}]
+
+    async def _fleet(self) -> list[dict[str, Any]] | None:
+        """Every live replica's status, or None when Redis could not answer."""
         mine = {**self.status(), "this": True}
         try:
             since = self._clock() - self.ttl_seconds
@@ -161,7 +167,7 @@ class ReplicaBoard:
             raw = await self._redis.mget([replica_key(self._prefix, i) for i in others]) if others else []
         except Exception as exc:  # the fleet view is best effort; this replica still knows itself
             self._warn("reading the replica list", exc)
-            return [mine]
+            return None
         found = [mine]
         for value in raw:
             if value is None:  # expired between the two reads
@@ -223,11 +229,15 @@ class ReplicaBoard:
         heartbeat_due = self._clock() - self._published_at >= self._heartbeat
         if heartbeat_due or self._manager.report() != self._published:
             await self.publish()
-        if heartbeat_due:
-            fleet = await self.replicas()
-            registry = self._manager.registry_view()
-            self.live = len(fleet)
-            self.lagging = sum(1 for replica in fleet if lags(replica, registry))
+        if heartbeat_due or self._count_due:
+            # A slow or failed read (a busy Redis, a 250 ms timeout) is retried on the next check,
+            # not a heartbeat later: the fleet gauges would otherwise under-count for seconds.
+            fleet = await self._fleet()
+            self._count_due = fleet is None
+            if fleet is not None:
+                registry = self._manager.registry_view()
+                self.live = len(fleet)
+                self.lagging = sum(1 for replica in fleet if lags(replica, registry))
 
     def _warn(self, what: str, exc: Exception) -> None:
         now = time.monotonic()

@@ -23,6 +23,18 @@ async def lease_ttls(raw: aioredis.Redis, name: str, until: asyncio.Task[object]
     return seen
 
 
+def dies(holder: PredictionCache) -> None:
+    """The holder stops renewing its leases, as a replica that died would. Cancelling its renewal
+    tasks alone is not enough: a cancel that lands inside a Redis call can be swallowed by the
+    client, and that renewal would go on."""
+    async def never_renews(name: str, token: str) -> bool:
+        return True
+
+    holder._extend = never_renews  # type: ignore[method-assign]
+    for renewal in list(holder._renewals):
+        renewal.cancel()
+
+
 async def holding(cache: PredictionCache, key: str) -> None:
     """Wait until ``cache`` holds the lease on ``key`` (its renewal is running)."""
     for _ in range(200):
@@ -90,12 +102,12 @@ def test_when_the_holder_dies_exactly_one_waiter_takes_over_and_the_others_get_i
         await asyncio.sleep(0.3)  # every waiter is polling the holder's live lease
         assert not any(task.done() for task in asked) and sum(m.calls for m in models) == 0
         # The holder dies: its computation never ends and no one renews its lease any more.
-        for renewal in list(holder._renewals):
-            renewal.cancel()
+        dies(holder)
         died = time.monotonic()
         answers = await asyncio.gather(*asked)
         after = time.monotonic() - died
-        assert [m.calls for m in models].count(1) == 1 and sum(m.calls for m in models) == 1
+        why = [(answer[1], w.stats) for answer, w in zip(answers, waiters, strict=True)]
+        assert [m.calls for m in models].count(1) == 1 and sum(m.calls for m in models) == 1, why
         assert {value for value, _ in answers} == {b"from the waiter that took over"}
         assert Counter(status for _, status in answers) == {"miss": 1, "coalesced": 2}
         assert sum(w.stats.lease_takeovers for w in waiters) == 1
@@ -103,6 +115,64 @@ def test_when_the_holder_dies_exactly_one_waiter_takes_over_and_the_others_get_i
         ends.set()  # let the dead holder's computation end, so the test leaves nothing running
         await hung
         await close(holder, *waiters)
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_on_a_busy_loop_still_takes_over_a_lease_that_expired(redis_url: str, key_prefix: str) -> None:
+    """Replies read late (a loaded event loop, a busy machine) must not make a lease that simply
+    expired look deleted on purpose: then every waiter would compute instead of one taking over."""
+    async def scenario() -> None:
+        holder, waiter = new_cache(redis_url, lease_ms=300), new_cache(redis_url, lease_ms=300)
+        key, ends = key_for(key_prefix), asyncio.Event()
+
+        async def hangs() -> bytes:
+            await ends.wait()
+            return b"too late"
+
+        real_poll = waiter._poll
+
+        async def slow_to_read(k: str, name: str) -> tuple[bytes | None, int, int]:
+            found = await real_poll(k, name)
+            if found[2] != -2:  # the lease still lives: this reply waits 200 ms for the loop
+                await asyncio.sleep(0.2)
+            return found
+
+        waiter._poll = slow_to_read  # type: ignore[method-assign]
+        hung = asyncio.create_task(holder.get_or_compute(key, hangs, ttl_seconds=30))
+        await holding(holder, key)
+        model = Model(b"taken over", delay=0.05)
+        asked = asyncio.create_task(waiter.get_or_compute(key, model, ttl_seconds=30))
+        await asyncio.sleep(0.1)
+        dies(holder)
+        assert await asked == (b"taken over", "miss")
+        assert (waiter.stats.lease_waits, waiter.stats.lease_takeovers) == (1, 1)
+        ends.set()
+        await hung
+        await close(holder, waiter)
+
+    asyncio.run(scenario())
+
+
+def test_one_slow_poll_does_not_make_a_waiter_compute_while_redis_is_up(redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        holder, waiter = new_cache(redis_url, lease_ms=300), new_cache(redis_url, lease_ms=300)
+        key, late = key_for(key_prefix), Model(b"waited for", delay=0.4)
+        real_poll, failures = waiter._poll, [TimeoutError("one reply past the 250 ms timeout")]
+
+        async def once_too_slow(k: str, name: str) -> tuple[bytes | None, int, int]:
+            if failures:
+                raise failures.pop()
+            return await real_poll(k, name)
+
+        waiter._poll = once_too_slow  # type: ignore[method-assign]
+        held = asyncio.create_task(holder.get_or_compute(key, late, ttl_seconds=30))
+        await holding(holder, key)
+        never = Model(b"computed twice")
+        assert await waiter.get_or_compute(key, never, ttl_seconds=30) == (b"waited for", "coalesced")
+        assert never.calls == 0 and waiter.stats.errors == 1 and not failures
+        assert await held == (b"waited for", "miss")
+        await close(holder, waiter)
 
     asyncio.run(scenario())
 

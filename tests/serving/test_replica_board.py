@@ -167,3 +167,29 @@ def test_a_replica_lags_when_its_production_version_differs_from_the_registrys(
     assert lags(behind, registry) and not lags(current, registry) and lags({"models": {}}, registry)
     assert why_not_serving(behind, "iris", v2) == f"has not switched to v{v2} yet (serves v{v1})"
     assert why_not_serving(current, "iris", v2) is None
+
+
+def test_a_fleet_count_that_redis_failed_is_taken_again_on_the_next_check_not_the_next_heartbeat(
+        registries: tuple[RegistryService, RegistryService], redis_url: str, key_prefix: str) -> None:
+    one, two = manager_for(registries[0]), manager_for(registries[1])
+
+    async def scenario() -> None:
+        redis = aioredis.Redis.from_url(redis_url)
+        first, second = (ReplicaBoard(m, redis, prefix=key_prefix) for m in (one, two))
+        await second.publish()
+        real_read = redis.zrangebyscore
+        failures = [TimeoutError("a busy Redis")]
+
+        async def read_once_late(*args: object, **kwargs: object) -> object:
+            if failures:
+                raise failures.pop()
+            return await real_read(*args, **kwargs)
+
+        redis.zrangebyscore = read_once_late  # type: ignore[method-assign]
+        await first.tick()  # the heartbeat: published, but the count's read timed out
+        assert first.live == 1 and first._count_due
+        await first.tick()  # the next check (0.25 s later in the loop), long before the next heartbeat
+        assert first.live == 2 and not first._count_due
+        await redis.aclose()
+
+    asyncio.run(scenario())
