@@ -34,7 +34,9 @@ from modelreg.serving.breaker import BreakerState, CircuitBreaker
 from modelreg.serving.embedded import bounded_server
 from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel, exact_copy
 from modelreg.serving.keys import flight_key, lease_key
+from modelreg.serving.lease_keeper import LeaseKeeper
 from modelreg.serving.redis_client import RedisClient, connect, delete_if_owner, extend_if_owner
+from modelreg.serving.script_batch import ScriptBatch
 from modelreg.serving.singleflight import SingleFlight
 from modelreg.serving.tasks import raise_if_cancel_swallowed, reraise_if_cancelled
 
@@ -120,7 +122,8 @@ class PredictionCache:
                              f"got {lease_ms}, {lease_poll_ms} and {max_wait_ms}")
         self._redis = redis
         # The embedded fake runs no Lua: it takes the two-step path (no network, so no round trips).
-        self._script: Any = None if isinstance(redis, FakeRedis) else redis.register_script(READ_OR_LEASE)
+        # Concurrent misses send their scripts together (script_batch: one pipeline per loop turn).
+        self._script: ScriptBatch | None = None if isinstance(redis, FakeRedis) else ScriptBatch(redis, READ_OR_LEASE)
         self._breaker = breaker
         self._first_level = first_level
         self._lease_ms = lease_ms
@@ -130,9 +133,9 @@ class PredictionCache:
         self._max_wait = max_wait_ms / 1000
         self._flights = SingleFlight()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Lease renewals run beside their computation, outside ``_tasks``: ``drain`` waits for
-        # writes, not for computations still under way.
-        self._renewals: set[asyncio.Task[None]] = set()
+        # The leases held while their computations run, renewed by one loop (outside ``_tasks``:
+        # ``drain`` waits for writes, not for computations still under way).
+        self._renewals = LeaseKeeper(lease_ms, self._renew, self._lost)
         # Values whose Redis write is still in flight: read-your-writes within this replica. Bounded:
         # past ``max_pending_bytes`` (Redis slower than the misses come) a value is served, not written.
         self._pending: dict[str, bytes] = {}
@@ -282,6 +285,8 @@ class PredictionCache:
         """Wait for every background write and lease release (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if not self._renewals:  # no computation under way: its loop may stop now, not a turn later
+            await self._renewals.stop()
 
     async def _read_or_lease(self, key: str, name: str, token: str) -> tuple[bytes | None, Decision]:
         """The value from Redis, or what one round trip decided about the lease ``name``."""
@@ -300,7 +305,8 @@ class PredictionCache:
 
     async def _run_script(self, key: str, name: str, token: str) -> Any:
         try:
-            return await self._script(keys=[key, name], args=[token, self._lease_ms])
+            assert self._script is not None
+            return await self._script([key, name], [token, self._lease_ms])
         except (NoPermissionError, NoScriptError, ResponseError) as exc:
             # Scripts refused for good (an ACL, EVAL renamed away, a proxy without it): ask in two steps
             # from now on. Anything else (OOM, a read-only replica, a cluster resharding) passes, as any
@@ -328,7 +334,8 @@ class PredictionCache:
     async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
                                  max_value_bytes: int | None, lease: tuple[str, str] | None,
                                  write: bool = True) -> tuple[bytes, CacheStatus]:
-        done = self._keep_alive(*lease) if lease is not None else None
+        if lease is not None:
+            self._renewals.hold(*lease)
         try:
             value = await compute()
         except BaseException:
@@ -336,8 +343,8 @@ class PredictionCache:
                 self._background(self._release(*lease))
             raise
         finally:
-            if done is not None:
-                done.set()
+            if lease is not None:
+                self._renewals.release(*lease)
         if not write or (max_value_bytes is not None and len(value) > max_value_bytes):
             if write:
                 self.stats.oversized += 1
@@ -462,28 +469,13 @@ class PredictionCache:
                 pipe.set(key, value, ex=ttl_seconds)
             await pipe.execute()
 
-    def _keep_alive(self, name: str, token: str) -> asyncio.Event:
-        """Renew the lease every third of its length until the returned event is set."""
-        done = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(self._renew(name, token, done))
-        self._renewals.add(task)
-        task.add_done_callback(self._renewals.discard)
-        return done
+    async def _renew(self, name: str, token: str) -> bool | _Unavailable:
+        return await self._call(partial(self._extend, name, token))
 
-    async def _renew(self, name: str, token: str, done: asyncio.Event) -> None:
-        every = self._lease_ms / 3000
-        while not done.is_set():
-            try:
-                await asyncio.wait_for(done.wait(), every)
-                return
-            except TimeoutError:
-                pass
-            # Not renewed (Redis down): the next turn tries again; past the lease a waiter takes over.
-            if await self._call(partial(self._extend, name, token)) is False and not done.is_set():
-                # Another replica holds it now (this one stalled past the lease): stop claiming it.
-                self.stats.leases_lost += 1
-                log.warning("lost the lease of %s while computing; another replica took it over", name)
-                return
+    def _lost(self, name: str) -> None:
+        # Another replica holds it now (this one stalled past the lease): it is no longer claimed.
+        self.stats.leases_lost += 1
+        log.warning("lost the lease of %s while computing; another replica took it over", name)
 
     async def _extend(self, name: str, token: str) -> bool:
         """PEXPIRE the lease if it is still ``token``'s (a one-key script; WATCH on the embedded fake)."""

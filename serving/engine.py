@@ -269,7 +269,8 @@ class Serving:
                                batched=batched, max_batch_size=policy.max_batch_size,
                                max_delay_ms=policy.max_delay_ms)
         try:
-            return await asyncio.wait_for(run, self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task per request, unlike wait_for on 3.11
+                return await run
         except TimeoutError:
             raise ModelTimedOut(f"model {label} did not answer within {self._timeout:g}s "
                                 "(MODELREG_INFERENCE_TIMEOUT_SECONDS)") from None

@@ -127,7 +127,7 @@ def test_a_redis_that_refuses_scripts_gets_the_same_answers_in_two_round_trips(
     async def scenario() -> None:
         cache = new_cache(redis_url, first_level=FirstLevel())
 
-        async def refused(**_: Any) -> Any:
+        async def refused(*_: Any) -> Any:
             raise NoPermissionError("this user has no permissions to run the 'evalsha' command")
 
         cache._script = refused
@@ -170,5 +170,48 @@ def test_a_burst_of_identical_misses_on_one_replica_sends_one_script_and_holds_t
         hits = await asyncio.gather(*(fresh.get_or_compute(key, elsewhere, ttl_seconds=60) for _ in range(10)))
         assert set(hits) == {(b"value", "hit")} and elsewhere.calls == 0
         await close(cache, other, fresh)
+
+    run(scenario)
+
+
+def test_distinct_misses_of_one_loop_turn_ask_redis_in_one_pipeline_and_each_gets_its_own_answer(
+        redis_url: str, key_prefix: str) -> None:
+    """W0's common case: a batch of answers goes out and as many new inputs come in at once."""
+    async def scenario() -> None:
+        cache = new_cache(redis_url)
+        seeded = new_cache(redis_url)
+        keys = [key_for(key_prefix, f"d{i}") for i in range(16)]
+        assert await seeded.get_or_compute(keys[0], Model(b"cached before"), ttl_seconds=60) == (
+            b"cached before", "miss")
+        await close(seeded)
+        trips = RoundTrips(cache)
+        models = [Model(f"value {i}".encode()) for i in range(16)]
+        answers = await asyncio.gather(*(cache.get_or_compute(k, m, ttl_seconds=60)
+                                         for k, m in zip(keys, models, strict=True)))
+        assert answers[0] == (b"cached before", "hit") and models[0].calls == 0
+        assert answers[1:] == [(f"value {i}".encode(), "miss") for i in range(1, 16)]
+        await cache.drain()
+        # Two round trips in all: the sixteen scripts in one pipeline, the fifteen values in another.
+        assert trips.commands == [] and trips.pipelines == 2
+        await close(cache)
+
+    run(scenario)
+
+
+def test_a_batch_after_redis_lost_its_scripts_loads_the_script_again_and_answers(
+        redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        cache, raw = new_cache(redis_url), aioredis.Redis.from_url(redis_url)
+        first = [key_for(key_prefix, f"a{i}") for i in range(4)]
+        await asyncio.gather(*(cache.get_or_compute(k, Model(b"warm"), ttl_seconds=60) for k in first))
+        await raw.script_flush()  # a restarted Redis, or a failover to a replica that never saw it
+        keys = [key_for(key_prefix, f"b{i}") for i in range(4)]
+        answers = await asyncio.gather(*(cache.get_or_compute(k, Model(b"after"), ttl_seconds=60) for k in keys))
+        assert answers == [(b"after", "miss")] * 4
+        assert cache.stats.errors == 0 and cache.breaker_state == "closed"
+        for k in keys:  # each took its lease in the reloaded script: the next replica waits on them
+            assert await raw.exists(lease_key(k)) == 1
+        await raw.aclose()
+        await close(cache)
 
     run(scenario)

@@ -1,0 +1,127 @@
+"""What a miss pays for the cache: CPU per all-distinct request through the whole ASGI app, cache on
+against cache off (TTL 0), in-process, with a real Redis.
+
+    taskset -c 0 python bench/miss_cost.py                     # a small MLP, 32 concurrent clients
+    taskset -c 0 python bench/miss_cost.py --profile on        # + cProfile of the cache-on rounds (top 25)
+
+No HTTP server and no wrk: 32 coroutines call the app directly, each body 512 floats that no other
+request repeats, on two models alike but for the cache (both batched 16 / 5 ms, as the default).
+The model is small (512 -> 64 -> 16) so what is not the model shows: the difference between the two
+rows is what the cache costs a miss. Rounds alternate between the models; medians of five rounds.
+The bench's Redis is its own (core 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BenchRedis, build_mlp  # noqa: E402
+
+TOKEN = "t" * 20
+CLIENTS = 32
+
+
+def body(i: int) -> bytes:
+    return orjson.dumps({"inputs": [[float(i)] + [0.5] * 511]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=4000, help="per round and model")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", choices=["on", "off"], help="cProfile the rounds of one model")
+    args = parser.parse_args()
+    from modelreg.api.app import create_app
+    from modelreg.api.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="modelreg-miss-"))
+    model = build_mlp(work / "small.onnx", sizes=(512, 64, 16))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    redis = BenchRedis()
+    try:
+        settings = Settings(data_dir=work / "data", admin_token=TOKEN, plugins="onnx", redis_url=redis.url)
+        with TestClient(create_app(settings)) as client:
+            for name, policy in {"on": {}, "off": {"cache_ttl_seconds": 0}}.items():
+                client.post("/admin/models", json={"name": name, "runtime": "onnx", **policy},
+                            headers=auth).raise_for_status()
+                client.post(f"/admin/models/{name}/versions", files={"artifact": ("m.onnx", model.read_bytes())},
+                            headers=auth).raise_for_status()
+                client.post(f"/admin/models/{name}/promote", json={"version": 1}, headers=auth).raise_for_status()
+            app = client.app
+            counter = iter(range(10**9))
+
+            async def one(name: str) -> None:
+                data = body(next(counter))
+                message = {"type": "http.request", "body": data, "more_body": False}
+                status: list[int] = []
+
+                async def receive() -> dict[str, Any]:
+                    return message
+
+                async def send(m: dict[str, Any]) -> None:
+                    if m["type"] == "http.response.start":
+                        status.append(m["status"])
+
+                path = f"/models/{name}/predict"
+                scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                         "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
+                         "headers": [(b"host", b"x"), (b"content-type", b"application/json"),
+                                     (b"content-length", str(len(data)).encode())]}
+                await app(scope, receive, send)
+                assert status == [200], status
+
+            async def round_(name: str, n: int) -> float:
+                remaining = iter(range(n))
+
+                async def client_loop() -> None:
+                    for _ in remaining:
+                        await one(name)
+
+                cpu = time.process_time()
+                await asyncio.gather(*(client_loop() for _ in range(CLIENTS)))
+                return (time.process_time() - cpu) / n * 1e6
+
+            async def rounds() -> dict[str, list[float]]:
+                for name in ("on", "off"):
+                    await round_(name, 500)
+                seen: dict[str, list[float]] = {"on": [], "off": []}
+                profiler = cProfile.Profile() if args.profile else None
+                for _ in range(args.rounds):
+                    for name in ("on", "off"):
+                        if profiler is not None and name == args.profile:
+                            profiler.enable()
+                        seen[name].append(await round_(name, args.requests))
+                        if profiler is not None and name == args.profile:
+                            profiler.disable()
+                if profiler is not None:
+                    out = io.StringIO()
+                    stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
+                    stats.print_stats(25)
+                    stats.print_callers("wait_for|create_task|connection.py:815")
+                    print(out.getvalue())
+                return seen
+
+            seen = client.portal.call(rounds)
+    finally:
+        redis.stop()
+    on, off = (sorted(seen[n])[len(seen[n]) // 2] for n in ("on", "off"))
+    print(f"CPU µs per all-distinct request: cache on {on:.0f}, cache off {off:.0f}; "
+          f"the cache costs a miss {on - off:.0f} µs ({on / off:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
