@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -43,7 +45,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
         finally:
             await services.stop()
 
-    app = FastAPI(title="modelreg", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="modelreg", version="0.1.0", lifespan=lifespan, **_telemetry(settings),
                   description="Model registry and inference server with a versioned prediction cache.")
     app.state.settings = settings
     app.state.metrics = metrics
@@ -65,3 +67,11 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
     if logger.level == logging.NOTSET:  # `modelreg serve` sets it from --log-level
         logger.setLevel(logging.INFO)
     return app
+
+
+def _telemetry(settings: Settings) -> dict[str, Any]:
+    """FastAPI's ``telemetry`` argument (FastAPI 0.165 and later have native OpenTelemetry): off
+    unless MODELREG_OTEL asks for it (see Settings.otel)."""
+    if settings.otel or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}

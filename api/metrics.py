@@ -31,6 +31,24 @@ UNKNOWN_MODEL = "<unknown>"  # the label of every name the registry does not hav
 _CACHE_OUTCOMES = frozenset(OUTCOMES)
 
 
+class Children:
+    """``metric.labels(*values)``, remembered: on the request path a dict lookup instead of
+    prometheus_client's label checks and lock (~2 µs a call, four calls a request, a tenth of a
+    hit). Holds what the metric itself holds: one child per label set it has seen."""
+
+    __slots__ = ("_metric", "_seen")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._seen: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._seen.get(values)
+        if child is None:
+            child = self._seen[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     """The replica's metrics; the serving layer reports through plain callbacks (no Prometheus there)."""
 
@@ -56,6 +74,10 @@ class Metrics:
                                      "Inference seconds the cache saved: hits x the version's mean runtime "
                                      "seconds per computed row (this replica's measure)",
                                      ["model", "version"], registry=self.registry)
+        self.requests_by = Children(self.requests)
+        self.latency_by = Children(self.latency)
+        self.cache_requests_by = Children(self.cache_requests)
+        self.seconds_saved_by = Children(self.seconds_saved)
         # The console's rolling figures (serving/series.py); pooled in Redis by build_services when there is one.
         self.series = Series()
 
@@ -173,8 +195,8 @@ class RequestMetrics:
         model = _model_label(scope)
         version = seen["version"] if model != UNKNOWN_MODEL else ""
         status = int(seen["status"])
-        self.metrics.requests.labels(model, version, route, str(status)).inc()
-        self.metrics.latency.labels(route, seen["cache"]).observe(seconds)
+        self.metrics.requests_by(model, version, route, str(status)).inc()
+        self.metrics.latency_by(route, seen["cache"]).observe(seconds)
         if route.endswith(_SERVED) and model and model != UNKNOWN_MODEL:
             self._served(model, version, seen["cache"], status, seconds)
         action = _CHANGES.get(route.rpartition("/")[2]) if route.startswith("/admin/models/") else None
@@ -185,9 +207,9 @@ class RequestMetrics:
         # The hit path: a counter and a few additions in the series.
         saved = self.metrics.series.record(model, version, cache, status, seconds)
         if cache in _CACHE_OUTCOMES and version:
-            self.metrics.cache_requests.labels(model, version, cache).inc()
+            self.metrics.cache_requests_by(model, version, cache).inc()
             if saved:
-                self.metrics.seconds_saved.labels(model, version).inc(saved)
+                self.metrics.seconds_saved_by(model, version).inc(saved)
 
 
 _SERVED = ("/predict", "/infer")  # the route templates whose answers are predictions (series, cache figures)

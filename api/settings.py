@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     """Python's GIL switch interval in this process (default 5 ms): how long a busy event loop may
     keep an inference thread that finished its pass from returning."""
 
+    otel: bool = False
+    """FastAPI's native OpenTelemetry (a span and metrics per request, to the process's global
+    providers). Off by default: modelreg's own Prometheus metrics cover requests, and with it on every
+    request asks whether a provider is configured (a few environment lookups, ~15% of a cache hit)."""
+
     @field_validator("cache_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:

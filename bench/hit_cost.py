@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--legacy", action="store_true", help="the pre-namespace layout (api.app)")
     parser.add_argument("--hits", type=int, default=20_000)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one round (top 22)")
     args = parser.parse_args()
     if args.legacy:
         from api.app import create_app  # type: ignore[import-not-found]
@@ -70,6 +71,14 @@ def main() -> None:
                 return (time.perf_counter() - start) / n * 1e6
 
             await run(3000)
+            if args.profile:
+                import cProfile
+                import pstats
+                profiler = cProfile.Profile()
+                profiler.enable()
+                await run(args.hits)
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(22)
             return sorted([await run(args.hits) for _ in range(5)])
 
         results = client.portal.call(rounds)
