@@ -20,6 +20,7 @@ from modelreg.api.routes import admin, ops, predict, v2
 from modelreg.api.services import build_services
 from modelreg.api.settings import Settings
 from modelreg.api.ui import install as install_console
+from modelreg.serving.gc_pauses import freeze_long_lived
 
 
 def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
         services = build_services(settings, metrics)
         app.state.services = services
         await services.start()
+        if settings.gc_freeze:  # start-up's objects out of the collector's passes (the tail)
+            freeze_long_lived(collect=True)
         try:
             yield
         finally:

@@ -110,7 +110,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     manager = ModelManager(registry, plugins, default_device=settings.device,
                            grace_seconds=settings.unload_grace_seconds,
                            intra_op_threads=settings.intra_op_threads,
-                           max_on_demand=settings.max_on_demand_versions)
+                           max_on_demand=settings.max_on_demand_versions, gc_freeze=settings.gc_freeze)
     redis = make_redis(settings.redis_url, embedded_max_bytes=settings.embedded_cache_bytes)
     first_level = FirstLevel(settings.first_level_bytes) if settings.first_level_bytes > 0 else None
     cache = PredictionCache(redis, breaker=CircuitBreaker(), first_level=first_level,

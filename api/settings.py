@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     """Python's GIL switch interval in this process (default 5 ms): how long a busy event loop may
     keep an inference thread that finished its pass from returning."""
 
+    gc_freeze: bool = True
+    """Keep what lives as long as the process (imports, loaded models) out of the garbage collector's
+    full passes, which otherwise walk ~266k objects and stop the event loop ~140 ms (the p99); each
+    unload costs one full pass instead. The test suite turns it off (hundreds of apps per process)."""
+
     otel: bool = False
     """FastAPI's native OpenTelemetry (a span and metrics per request, to the process's global
     providers). Off by default: modelreg's own Prometheus metrics cover requests, and with it on every

@@ -25,6 +25,7 @@ from modelreg.registry import (
 )
 from modelreg.registry.artifacts import ArtifactUnavailable
 from modelreg.serving.errors import ServingError
+from modelreg.serving.gc_pauses import collect_unloaded, freeze_long_lived
 from modelreg.serving.misses import UnknownNames
 
 log = logging.getLogger("modelreg.manager")
@@ -105,8 +106,11 @@ class ModelManager:
 
     def __init__(self, registry: RegistryService, plugins: PluginSet, *, default_device: str = "auto",
                  grace_seconds: float = 60.0, intra_op_threads: int | None = None,
-                 max_on_demand: int = MAX_ON_DEMAND_VERSIONS, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_on_demand: int = MAX_ON_DEMAND_VERSIONS, clock: Callable[[], float] = time.monotonic,
+                 gc_freeze: bool = False) -> None:
         self._registry = registry
+        # A server keeps loaded models out of the collector's passes (serving/gc_pauses.py).
+        self._gc_freeze = gc_freeze
         self._plugins = plugins
         self._default_device = default_device
         self._grace = grace_seconds
@@ -358,6 +362,8 @@ class ModelManager:
                     raise self._failed(state, number, exc) from exc
                 loaded = _Loaded(model=model, record=record, device=device, last_used=self._clock())
                 self._loaded[key] = loaded
+                if self._gc_freeze:  # the model's objects live as long as it does: out of the GC's passes
+                    freeze_long_lived()
                 self._failures.pop(which, None)
                 self._failed_at.pop(which, None)
                 self.loads += 1
@@ -455,6 +461,9 @@ class ModelManager:
             loaded.model.unload()
         except Exception:  # a plugin failing to unload must not stop the sweep
             log.exception("unloading %s v%d failed", key[0], key[1])
+        del loaded
+        if self._gc_freeze:
+            collect_unloaded()
         self.unloads += 1
 
     def sweep(self) -> None:

@@ -21,6 +21,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# A server freezes its long-lived objects out of the GC's passes after start-up and after each load
+# (one full collection each time); hundreds of apps and managers per test process would pay that
+# hundreds of times. tests/api/test_gc_pauses.py turns it on where it is what is tested.
+os.environ.setdefault("MODELREG_GC_FREEZE", "false")
 POSTGRES_ADMIN_URL = os.environ.get("MODELREG_TEST_POSTGRES_URL",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
