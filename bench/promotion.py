@@ -13,7 +13,7 @@ For each key count N, with a bench-owned Redis (pinned to core 1; this process o
     a SQLite file (and PostgreSQL with ``--postgres``), plus the PUBLISH of the change event that
     ``ChangeFeed.publish`` sends (model name on ``keys.events_channel``). Production alternates
     between two versions, so every repetition is a real move. After each one, the bench checks what
-    a lookup now uses: the prefix built from the registry's live state (as ``Serving._key_prefix``
+    a lookup now uses: the prefix built from the registry's live state (as ``Serving.key_prefix``
     does) is new, a sample of the cached inputs misses under it, the old keys are untouched
     (nothing was deleted) and a subscriber on the channel got the event.
 

@@ -181,7 +181,7 @@ class Serving:
         """``predict`` on a resolved version; ``chain`` names the pipelines this call runs inside of."""
         if stages_of(servable.model) is not None:
             return await self._pipelines.predict(servable, body, control, chain)
-        key_prefix = self._key_prefix(servable)
+        key_prefix = self.key_prefix(servable)
         exact = exact_body_key(key_prefix, body)
         repeated = self.repeat(servable, exact, control)
         if repeated is not None:
@@ -192,13 +192,13 @@ class Serving:
             key = key_in(key_prefix, input_digest(arrays, response_format=PLUGIN_BODY))
 
             async def render() -> bytes:
-                outputs = await self._run(servable, arrays)
+                outputs = await self.run(servable, arrays)
                 return plugin_encode(servable.model, servable.name, servable.version, outputs)
 
             return await self.answer(servable, key, exact, render, control)
         inputs = decode_json_inputs(body, servable.signature)
         key = key_in(key_prefix, input_digest(inputs.arrays))
-        value, status, fresh = await self.canonical(servable, key, lambda: self._run(servable, inputs.arrays), control)
+        value, status, fresh = await self.canonical(servable, key, lambda: self.run(servable, inputs.arrays), control)
         rendered = self._render(servable, value, fresh, inputs.named)
         self.remember(exact, key, status, control, rendered)
         return Prediction(body=rendered, version=servable.version, cache_status=status)
@@ -208,8 +208,8 @@ class Serving:
         """``infer`` on a resolved version; ``chain`` as for ``predict_on``."""
         if stages_of(servable.model) is not None:
             return await self._pipelines.infer(servable, arrays, control, chain)
-        key = key_in(self._key_prefix(servable), input_digest(arrays))
-        return await self.inference(servable, key, lambda: self._run(servable, arrays), control)
+        key = key_in(self.key_prefix(servable), input_digest(arrays))
+        return await self.inference(servable, key, lambda: self.run(servable, arrays), control)
 
     # the cache steps, written once (the pipeline runner uses them too) ---------------------
 
@@ -261,7 +261,9 @@ class Serving:
 
     # running and rendering -------------------------------------------------------------------
 
-    async def _run(self, servable: Servable, arrays: Mapping[str, np.ndarray]) -> Outputs:
+    async def run(self, servable: Servable, arrays: Mapping[str, np.ndarray]) -> Outputs:
+        """One execution of ``servable`` on ``arrays`` through its batch lane, bounded by the timeout
+        (no cache: callers put it behind ``cached`` or ``inference``)."""
         policy = servable.state.batching
         label = f"{servable.name}:{servable.version}"
         batched = bool(servable.signature.inputs) and all(s.dynamic_batch for s in servable.signature.inputs)
@@ -287,7 +289,8 @@ class Serving:
 
     # keys ---------------------------------------------------------------------------------
 
-    def _key_prefix(self, servable: Servable) -> str:
+    def key_prefix(self, servable: Servable) -> str:
+        """The prefix of ``servable``'s prediction keys (its namespace, pinned generation included)."""
         # The version's pinned generation (a shadow or canary keeps its pin through promotion; production
         # always has one), else the model's: Servable.key_generation, inlined on the hit path.
         state = servable.state

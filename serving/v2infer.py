@@ -58,7 +58,7 @@ async def infer_v2(serving: Serving, name: str, body: bytes, header_length: str 
         # Pipelines (the engine runs their stages) and versions under release (a guard counts every
         # answer, the shadow is offered it): the engine's general path, without the exact alias.
         return await _general(serving, servable, body, header_length, control, routed=version is None)
-    key_prefix = serving._key_prefix(servable)
+    key_prefix = serving.key_prefix(servable)
     exact = exact_v2_key(key_prefix, body, header_length)
     repeated = serving.repeat(servable, exact, control)
     if repeated is not None:
@@ -68,7 +68,7 @@ async def infer_v2(serving: Serving, name: str, body: bytes, header_length: str 
     # promotion landing in between must not run them on another one.
     arrays = v2codec.decode_request(parsed, servable.signature)
     key = key_in(key_prefix, input_digest(arrays))
-    inference = await serving.inference(servable, key, lambda: serving._run(servable, arrays), control)
+    inference = await serving.inference(servable, key, lambda: serving.run(servable, arrays), control)
     content, length = v2codec.encode_response(parsed, name, servable.version, inference.outputs)
     if length is None:
         serving.remember(exact, key, cast(CacheStatus, inference.cache_status), control, content)
