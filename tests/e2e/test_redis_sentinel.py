@@ -48,7 +48,10 @@ def test_a_sentinel_failover_under_load_gives_no_5xx_no_wrong_version_and_hits_r
     assert load.wrong == []
     assert [s for _, s, _ in seen if s >= 500] == []
     assert load.versions == {1, 2}
-    outage = [c for at, _, c in seen if killed < at < promoted]
-    assert outage and "hit" not in outage[len(outage) // 2:]  # degraded: answered, computed, not cached
+    # Degraded while there is no master: answered, computed, not cached. The window leaves out its
+    # edges: answers of requests sent before the kill, and the moments between the failover and the
+    # test's seeing it (the replicas reconnect through Sentinel as soon as it is done, and hit again).
+    outage = [c for at, _, c in seen if killed + 0.3 < at < promoted - 0.5]
+    assert outage and "hit" not in outage, (len(outage), promoted - killed)
     assert {c for at, _, c in seen if at > resumed} >= {"hit"}
     assert redis_sentinel.replica.port == redis_sentinel.master_port()
