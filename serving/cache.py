@@ -20,6 +20,7 @@ the background. The embedded default (and a Redis that refuses scripts) asks in 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -132,6 +133,10 @@ class PredictionCache:
         # finishes): set it to the inference timeout, the longest a holder's computation may take.
         self._max_wait = max_wait_ms / 1000
         self._flights = SingleFlight()
+        # Lease tokens: unique across replicas by a random prefix, within this one by a counter (a
+        # token of its own per miss from the OS's random source was a system call, ~10 µs, each).
+        self._token_prefix = secrets.token_hex(8) + ":"
+        self._token_numbers = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         # The leases held while their computations run, renewed by one loop (outside ``_tasks``:
         # ``drain`` waits for writes, not for computations still under way).
@@ -252,7 +257,7 @@ class PredictionCache:
     async def _read_lease_and_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
                                    max_value_bytes: int | None) -> tuple[bytes, CacheStatus]:
         """Redis's value, else compute under the lease the same round trip took (or wait for its holder)."""
-        lease = lease_key(key), secrets.token_hex(8)
+        lease = lease_key(key), f"{self._token_prefix}{next(self._token_numbers):x}"
         value, decision = await self._read_or_lease(key, *lease)
         if value is not None:
             return value, "hit"

@@ -46,6 +46,8 @@ class ScriptBatch:
         while self._queue:
             calls, self._queue = self._queue, []
             calls = [call for call in calls if not call[2].done()]  # a request cancelled meanwhile
+            if not calls:
+                continue
             try:
                 answers = await (self._one(calls[0]) if len(calls) == 1 else self._many(calls))
             except BaseException as exc:  # the whole pipeline failed (Redis down): each caller sees why
