@@ -20,6 +20,13 @@ from collections.abc import AsyncGenerator
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
+
+try:  # hiredis is a dependency; a build without its pack_command (before 2.0) keeps redis-py's packing
+    import hiredis
+
+    _HIREDIS_PACKS = hasattr(hiredis, "pack_command")
+except ImportError:  # pragma: no cover - hiredis is installed with modelreg
+    _HIREDIS_PACKS = False
 from fakeredis.aioredis import FakeRedis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -61,6 +68,8 @@ def connect_to(target: RedisTarget, *, timeout_seconds: float | None,
                               "retry": Retry(NoBackoff(), 0)}
     if target.topology == "server":
         client: aioredis.Redis = aioredis.Redis.from_url(target.url, health_check_interval=0, **common)
+        pool = client.connection_pool
+        pool.connection_class = _hiredis_packing(pool.connection_class)
         return client
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.topology == "sentinel":
@@ -76,6 +85,27 @@ def connect_to(target: RedisTarget, *, timeout_seconds: float | None,
     cluster = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
                            ssl=target.ssl, **auth, **common)
     return cluster
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis (C) rather than redis-py's Python loop, ~5 µs less per command:
+    two a miss (the read-or-lease script and the write-back). Byte for byte the same packets;
+    what hiredis does not pack (a bool, which redis-py refuses with its own error) goes to redis-py."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words of the command
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+
+
+def _hiredis_packing(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` (TCP, TLS or a Unix socket, as the URL chose) packing with hiredis."""
+    if not _HIREDIS_PACKS or issubclass(connection_class, _HiredisPacking):
+        return connection_class
+    return type(f"Hiredis{connection_class.__name__}", (_HiredisPacking, connection_class), {})
 
 
 async def subscribe(client: RedisClient, channel: str) -> Any:
