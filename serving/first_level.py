@@ -15,7 +15,6 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 # Measured with tracemalloc on CPython 3.11, beyond the value's and the key's own bytes: the entry
 # record, its float, the value's bytes and the key's str headers, and the OrderedDict's slot, index
@@ -31,10 +30,10 @@ def exact_copy(value: bytes) -> bytes:
     return bytes(memoryview(value))
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    value: bytes
-    expires_at: float
+# An entry is a plain (value, expires_at) tuple, not a class: the collector untracks a tuple of
+# bytes and a float, so tens of thousands of entries add nothing to each full GC pass (a slotted
+# dataclass instance stays tracked and every pass walks it).
+_Entry = tuple[bytes, float]  # (value, expires_at)
 
 
 class FirstLevel:
@@ -61,11 +60,11 @@ class FirstLevel:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if self._clock() >= entry.expires_at:
+        if self._clock() >= entry[1]:
             self._remove(key)
             return None
         self._entries.move_to_end(key)
-        return entry.value
+        return entry[0]
 
     def put(self, key: str, value: bytes, ttl_seconds: float) -> bytes | None:
         """Store an exact-size copy of ``value`` for ``ttl_seconds``, evicting least recently used entries to fit.
@@ -79,11 +78,11 @@ class FirstLevel:
         """Make ``alias`` answer ``value`` (default: what ``key`` holds), expiring when ``key``'s entry does."""
         entry = self._entries.get(key)
         now = self._clock()
-        if entry is None or now >= entry.expires_at:
+        if entry is None or now >= entry[1]:
             return
         # The same bytes under two keys are held once (the named /predict body is the entry itself).
-        shared = value is None or value is entry.value or value == entry.value
-        self._put(alias, entry.value if shared else value, entry.expires_at - now, copy=not shared)
+        shared = value is None or value is entry[0] or value == entry[0]
+        self._put(alias, entry[0] if shared else value, entry[1] - now, copy=not shared)
 
     def clear(self) -> None:
         """Drop every entry."""
@@ -100,13 +99,13 @@ class FirstLevel:
         while self._bytes + cost > self._max_bytes:
             self._remove(next(iter(self._entries)))
         kept = exact_copy(value) if copy else value
-        self._entries[key] = _Entry(kept, self._clock() + ttl_seconds)
+        self._entries[key] = (kept, self._clock() + ttl_seconds)
         self._bytes += cost
         return kept
 
     def _remove(self, key: str) -> None:
         entry = self._entries.pop(key)
-        self._bytes -= _cost(key, entry.value)
+        self._bytes -= _cost(key, entry[0])
 
 
 def _cost(key: str, value: bytes) -> int:
