@@ -11,12 +11,9 @@ never left more than half of it without a renewal.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
 from modelreg.serving.tasks import cancel_and_wait
-
-log = logging.getLogger("modelreg.serving.cache")
 
 
 class LeaseKeeper:
@@ -37,9 +34,6 @@ class LeaseKeeper:
 
     def __bool__(self) -> bool:
         return bool(self._held)
-
-    def __len__(self) -> int:
-        return len(self._held)
 
     def hold(self, name: str, token: str) -> None:
         """Keep ``name`` (taken with ``token`` just now) alive until ``release``."""

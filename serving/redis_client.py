@@ -19,14 +19,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any, TypeAlias
 
+import hiredis  # installed with redis[hiredis], a dependency
 import redis.asyncio as aioredis
-
-try:  # hiredis is a dependency; a build without its pack_command (before 2.0) keeps redis-py's packing
-    import hiredis
-
-    _HIREDIS_PACKS = hasattr(hiredis, "pack_command")
-except ImportError:  # pragma: no cover - hiredis is installed with modelreg
-    _HIREDIS_PACKS = False
 from fakeredis.aioredis import FakeRedis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -103,7 +97,7 @@ class _HiredisPacking:
 
 def _hiredis_packing(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` (TCP, TLS or a Unix socket, as the URL chose) packing with hiredis."""
-    if not _HIREDIS_PACKS or issubclass(connection_class, _HiredisPacking):
+    if issubclass(connection_class, _HiredisPacking):
         return connection_class
     return type(f"Hiredis{connection_class.__name__}", (_HiredisPacking, connection_class), {})
 
