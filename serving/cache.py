@@ -14,7 +14,9 @@ kept): then every waiter computes for itself, as no shared value is coming. Ever
 
 A miss costs one round trip before its computation: one Lua script (``READ_OR_LEASE``, EVALSHA,
 loaded again on NOSCRIPT) answers the value or takes the lease; the write-back is a pipeline in
-the background. The embedded default (and a Redis that refuses scripts) asks in two steps.
+the background. Both go out with the other misses of their loop turn, on connections of their own
+(``redis_pipe.PipeChannel``) except on a Cluster. The embedded default (and a Redis that refuses
+scripts) asks in two steps.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from modelreg.serving.first_level import ENTRY_OVERHEAD, FirstLevel, exact_copy
 from modelreg.serving.keys import flight_key, lease_key
 from modelreg.serving.lease_keeper import LeaseKeeper
 from modelreg.serving.redis_client import RedisClient, connect, delete_if_owner, extend_if_owner
+from modelreg.serving.redis_pipe import PipeChannel
 from modelreg.serving.script_batch import ScriptBatch
 from modelreg.serving.singleflight import SingleFlight
 from modelreg.serving.tasks import raise_if_cancel_swallowed, reraise_if_cancelled
@@ -149,6 +152,7 @@ class PredictionCache:
         # Write-behind: the values computed in one turn of the event loop (a batch's worth) go to
         # Redis in one pipeline, not one round trip each.
         self._writes: dict[str, tuple[bytes, int]] = {}
+        self._write_channel = PipeChannel.of(redis)  # None on a Cluster: redis-py splits its pipelines
         self._flusher: asyncio.Task[None] | None = None
         self.stats = CacheStats()
 
@@ -292,6 +296,13 @@ class PredictionCache:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if not self._renewals:  # no computation under way: its loop may stop now, not a turn later
             await self._renewals.stop()
+
+    async def close(self) -> None:
+        """Close the cache's own connections (after ``drain``; the client's pool is the caller's)."""
+        if self._write_channel is not None:
+            await self._write_channel.close()
+        if self._script is not None:
+            await self._script.close()
 
     async def _read_or_lease(self, key: str, name: str, token: str) -> tuple[bytes | None, Decision]:
         """The value from Redis, or what one round trip decided about the lease ``name``."""
@@ -469,6 +480,13 @@ class PredictionCache:
                     self._forget_pending(key, value)
 
     async def _set_many(self, batch: Mapping[str, tuple[bytes, int]]) -> None:
+        if self._write_channel is not None:
+            replies = await self._write_channel.execute([("SET", key, value, "EX", ttl_seconds)
+                                                         for key, (value, ttl_seconds) in batch.items()])
+            failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
+            if failed is not None:  # OOM, say: as redis-py's pipeline would, the first error is the call's
+                raise failed
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, (value, ttl_seconds) in batch.items():
                 pipe.set(key, value, ex=ttl_seconds)

@@ -370,4 +370,5 @@ class Serving:
             await asyncio.wait_for(self.cache.drain(), wait_seconds)
         except TimeoutError:
             log.warning("cache writes still pending after %gs at shutdown; dropping them", wait_seconds)
+        await self.cache.close()
         return await asyncio.to_thread(self._executor.close, wait_seconds)

@@ -42,6 +42,7 @@ def new_cache(url: str | None, first_level: FirstLevel | None = None, **kwargs: 
 async def close(*caches: PredictionCache) -> None:
     for cache in caches:
         await cache.drain()
+        await cache.close()
         await cache._redis.aclose()
 
 

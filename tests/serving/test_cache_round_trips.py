@@ -13,30 +13,32 @@ from redis.exceptions import NoPermissionError
 from modelreg.serving.cache import PredictionCache
 from modelreg.serving.first_level import FirstLevel
 from modelreg.serving.keys import lease_key
+from modelreg.serving.redis_pipe import PipeChannel
+from modelreg.serving.script_batch import ScriptBatch
 from tests.serving.test_cache import Model, close, key_for, new_cache
 
 
 class RoundTrips:
-    """Counts what ``cache`` sends to Redis: single commands (a script is one) and pipelines; while
-    ``gate`` is set and not open, a pipeline's execute waits for it (a slow write-back)."""
+    """What ``cache`` sends to Redis, one entry per round trip: the names of its commands (a script
+    call is one command, a pipeline several), through redis-py or the cache's own pipe channels.
+    While ``gate`` is set and not open, a write-back (a pipeline) waits for it."""
 
     def __init__(self, cache: PredictionCache, gate: asyncio.Event | None = None) -> None:
-        self.commands: list[str] = []
-        self.pipelines = 0
+        self.sent: list[tuple[str, ...]] = []
         self.gate = gate
         client: Any = cache._redis
         send, pipeline = client.execute_command, client.pipeline
 
         async def counted(*args: Any, **options: Any) -> Any:
-            self.commands.append(str(args[0]))
+            self.sent.append((str(args[0]),))
             return await send(*args, **options)
 
         def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
-            self.pipelines += 1
             pipe = pipeline(*args, **kwargs)
             execute, gate = pipe.execute, self.gate
 
             async def gated(*args: Any, **kwargs: Any) -> Any:
+                self.sent.append(tuple(str(command[0]) for command, _ in pipe.command_stack))
                 if gate is not None:
                     await gate.wait()
                 return await execute(*args, **kwargs)
@@ -45,10 +47,25 @@ class RoundTrips:
             return pipe
 
         client.execute_command, client.pipeline = counted, counted_pipeline
+        script = cache._script._channel if isinstance(cache._script, ScriptBatch) else None
+        for channel, gated in ((cache._write_channel, True), (script, False)):
+            if channel is not None:
+                self._watch(channel, gated)
+
+    def _watch(self, channel: PipeChannel, gated: bool) -> None:
+        execute = channel.execute
+
+        async def counted(commands: Any) -> Any:
+            self.sent.append(tuple(str(command[0]) for command in commands))
+            if gated and self.gate is not None:
+                await self.gate.wait()
+            return await execute(commands)
+
+        channel.execute = counted  # type: ignore[method-assign]
 
     @property
     def total(self) -> int:
-        return len(self.commands) + self.pipelines
+        return len(self.sent)
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -72,13 +89,13 @@ def test_a_miss_asks_redis_once_before_computing_and_writes_back_behind_the_answ
         # The write-back cannot finish until the gate opens: the answer must not wait for it.
         value, status = await asyncio.wait_for(cache.get_or_compute(other, compute, ttl_seconds=60), 2)
         assert (value, status) == (b"second", "miss")
-        assert seen == [1] and trips.commands == ["EVALSHA"]  # hit-or-lease in one script
+        assert seen == [1] and trips.sent == [("EVALSHA",)]  # hit-or-lease in one script
         raw = aioredis.Redis.from_url(redis_url)
         assert await raw.get(other) is None  # not written yet
         assert await cache.get_or_compute(other, Model(b"never"), ttl_seconds=60) == (b"second", "hit")  # held here
         trips.gate.set()
         await cache.drain()
-        assert trips.pipelines == 1 and trips.commands == ["EVALSHA"]  # then one pipelined SET
+        assert trips.sent == [("EVALSHA",), ("SET",)]  # then one pipelined SET
         assert await raw.get(other) == b"second" and 0 < await raw.ttl(other) <= 60
         await raw.aclose()
         await close(cache)
@@ -140,7 +157,7 @@ def test_a_redis_that_refuses_scripts_gets_the_same_answers_in_two_round_trips(
         assert await cache.get_or_compute(other, Model(b"two"), ttl_seconds=60) == (b"two", "miss")
         await cache.drain()
         # GET+PTTL and the lease's SET NX before computing; the write-back pipeline after.
-        assert trips.pipelines == 2 and trips.commands == ["SET"]
+        assert trips.sent == [("GET", "PTTL"), ("SET",), ("SET",)]
         await close(cache)
         reader = new_cache(redis_url)
         assert await reader.get_or_compute(other, Model(b"never"), ttl_seconds=60) == (b"two", "hit")
@@ -162,7 +179,7 @@ def test_a_burst_of_identical_misses_on_one_replica_sends_one_script_and_holds_t
         waiting = asyncio.create_task(other.get_or_compute(key, elsewhere, ttl_seconds=60))
         results = await asyncio.wait_for(asyncio.gather(*burst), 2)
         assert sorted(status for _, status in results) == ["coalesced"] * 19 + ["miss"]
-        assert trips.commands == ["EVALSHA"]  # one script for the twenty
+        assert [sent for sent in trips.sent if "EVALSHA" in sent] == [("EVALSHA",)]  # one script for the twenty
         assert await asyncio.wait_for(waiting, 2) == (b"value", "coalesced")
         assert (model.calls, elsewhere.calls) == (1, 0)
         # Warm now: a burst on another replica with nothing held there is one script and all hits.
@@ -192,7 +209,7 @@ def test_distinct_misses_of_one_loop_turn_ask_redis_in_one_pipeline_and_each_get
         assert answers[1:] == [(f"value {i}".encode(), "miss") for i in range(1, 16)]
         await cache.drain()
         # Two round trips in all: the sixteen scripts in one pipeline, the fifteen values in another.
-        assert trips.commands == [] and trips.pipelines == 2
+        assert trips.sent == [("EVALSHA",) * 16, ("SET",) * 15]
         await close(cache)
 
     run(scenario)

@@ -17,9 +17,9 @@ ADD = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
 
 class Counted:
-    """Counts the pipelines and the single commands a client sends."""
+    """Counts the round trips a batch sends: pipelines (its own channel's, or redis-py's) and single commands."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, batch: ScriptBatch, client: aioredis.Redis) -> None:
         self.pipelines, self.commands = 0, 0
         pipeline, send = client.pipeline, client.execute_command
 
@@ -32,6 +32,15 @@ class Counted:
             return await send(*args, **kwargs)
 
         client.pipeline, client.execute_command = counted_pipeline, counted  # type: ignore[method-assign]
+        channel = batch._channel
+        if channel is not None:
+            execute = channel.execute
+
+            async def counted_channel(commands: Any) -> Any:
+                self.pipelines += 1
+                return await execute(commands)
+
+            channel.execute = counted_channel  # type: ignore[method-assign]
 
 
 def test_callers_of_one_turn_share_a_pipeline_and_each_gets_its_own_answer_or_error(
@@ -40,14 +49,15 @@ def test_callers_of_one_turn_share_a_pipeline_and_each_gets_its_own_answer_or_er
         client = aioredis.Redis.from_url(redis_url)
         batch = ScriptBatch(client, ADD)
         assert await batch([f"{key_prefix}:lone"], [5]) == 5  # warm: loads the script once
-        sent = Counted(client)
+        sent = Counted(batch, client)
         asked = [batch([f"{key_prefix}:k{i}"], [i if i != 3 else "not a number"]) for i in range(8)]
         answers = await asyncio.gather(*asked, return_exceptions=True)
         assert [a for i, a in enumerate(answers) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
         assert isinstance(answers[3], ResponseError)  # only the caller whose call failed sees it
         assert (sent.pipelines, sent.commands) == (1, 0)
-        assert await batch([f"{key_prefix}:lone"], [1]) == 6  # a lone caller: a plain script call
-        assert (sent.pipelines, sent.commands) == (1, 1)
+        assert await batch([f"{key_prefix}:lone"], [1]) == 6  # a lone caller: one round trip, at once
+        assert (sent.pipelines, sent.commands) == (2, 0)
+        await batch.close()
         await client.aclose()
 
     asyncio.run(scenario())
@@ -60,6 +70,9 @@ def test_a_batch_after_redis_lost_its_scripts_loads_it_again(redis_url: str, key
         assert await asyncio.gather(*(batch([f"{key_prefix}:a{i}"], [1]) for i in range(4))) == [1] * 4
         await client.script_flush()
         assert await asyncio.gather(*(batch([f"{key_prefix}:a{i}"], [1]) for i in range(4))) == [2] * 4
+        await client.script_flush()
+        assert await batch([f"{key_prefix}:a0"], [1]) == 3  # a lone caller too
+        await batch.close()
         await client.aclose()
 
     asyncio.run(scenario())
@@ -78,6 +91,7 @@ def test_callers_that_went_away_before_the_send_leave_the_batch_working(redis_ur
                 await task
         assert await batch([f"{key_prefix}:after"], [2]) == 2
         assert await client.get(f"{key_prefix}:g0") is None  # never sent
+        await batch.close()
         await client.aclose()
 
     asyncio.run(scenario())
