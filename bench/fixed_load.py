@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
@@ -21,6 +21,7 @@ class Load:
     latencies_ms: list[float]
     cache: Counter[str]
     non_2xx: int
+    statuses: list[str] = field(default_factory=list)  # each request's X-Cache, in latencies_ms's order
 
 
 def post_all(url: str, bodies: list[bytes], concurrency: int) -> Load:
@@ -33,23 +34,46 @@ def post_all(url: str, bodies: list[bytes], concurrency: int) -> Load:
         return asyncio.run(_drive(url, bodies, concurrency))
 
 
-async def _drive(url: str, bodies: list[bytes], concurrency: int) -> Load:
+def post_at_rate(url: str, bodies: list[bytes], rate: float, concurrency: int) -> Load:
+    """POST each body once, the i-th due at i / ``rate`` s: an open loop, as independent users send.
+
+    A latency runs from when the request was due, not from when a free connection sent it, so an
+    answer that comes late delays no later measurement (no coordinated omission): a server that
+    falls behind shows it in every request that waited, as its users would see it.
+    """
+    try:
+        import uvloop
+
+        return uvloop.run(_drive(url, bodies, concurrency, rate))
+    except ImportError:
+        return asyncio.run(_drive(url, bodies, concurrency, rate))
+
+
+async def _drive(url: str, bodies: list[bytes], concurrency: int, rate: float | None = None) -> Load:
     parts = urlsplit(url)
     head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
             "Content-Length: ").encode()
-    requests = iter(bodies)
+    requests = iter(enumerate(bodies))
     load = Load(0.0, [], Counter(), 0)
+    first = time.perf_counter() + 0.2  # every connection open before the first request is due
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         try:
-            for body in requests:  # a shared iterator: each body is sent exactly once
+            for index, body in requests:  # a shared iterator: each body is sent exactly once
                 started = time.perf_counter()
+                if rate is not None:
+                    due = first + index / rate
+                    if due > started:
+                        await asyncio.sleep(due - started)
+                    started = due
                 writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
                 status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
                 await reader.readexactly(int(headers[b"content-length"]))
                 load.latencies_ms.append((time.perf_counter() - started) * 1000)
-                load.cache[headers.get(b"x-cache", b"none").decode()] += 1
+                status_name = headers.get(b"x-cache", b"none").decode()
+                load.cache[status_name] += 1
+                load.statuses.append(status_name)
                 load.non_2xx += not 200 <= status < 300
         finally:
             writer.close()

@@ -1,5 +1,8 @@
 """Micro-batching per loaded model: collect until max rows or max delay, run once, split back.
 
+The delay is counted from the first request's arrival, not from when the lane picks it up: a
+request that waited out a pass under way is not held longer for company.
+
 One lane per loaded version, one forward pass at a time per lane, on a worker thread (never the
 event loop). Requests whose non-batch shapes differ go in separate passes; a pass that raises
 fails only the requests that were in it.
@@ -28,6 +31,7 @@ class _Item:
     arrays: Mapping[str, np.ndarray]
     rows: int
     future: asyncio.Future[dict[str, np.ndarray]]
+    queued_at: float  # the loop's clock when it joined the lane
     shape_key: tuple[tuple[str, str, tuple[int, ...]], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +90,8 @@ class Batcher:
         if lane.queued_rows + rows > self._max_queue_rows:
             raise Overloaded(f"model {label} has {lane.queued_rows} rows queued (limit {self._max_queue_rows}); "
                              "retry shortly")
-        item = _Item(arrays, rows, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        item = _Item(arrays, rows, loop.create_future(), loop.time())
         lane.queued_rows += rows
         lane.queue.put_nowait(item)
         if lane.task is None or lane.task.done():
@@ -104,7 +109,11 @@ class Batcher:
                     return
                 continue
             batch, rows = [first], first.rows
-            max_rows, deadline = lane.max_rows, loop.time() + lane.max_delay
+            # The delay bounds how long a request waits for others to join it, counted from when it
+            # came: one that came while the last pass ran has waited already, so its batch goes now
+            # with whatever queued behind it (counted from the pickup, a loaded lane added the whole
+            # delay after every pass: a miss paid a pass, the delay, then its own pass).
+            max_rows, deadline = lane.max_rows, first.queued_at + lane.max_delay
             while rows < max_rows:
                 if lane.queue.empty():
                     remaining = deadline - loop.time()

@@ -153,3 +153,35 @@ async def _queue_depths_while_held() -> None:
         gate.set()
         await asyncio.gather(*runs)
     assert batcher.queue_depths() == {"a": 0, "b": 0}
+
+
+def test_a_request_that_waited_out_a_pass_is_not_held_for_company_after_it() -> None:
+    """The delay bounds the wait for company from a request's arrival: one that came while the
+    last pass ran goes in the next pass as soon as that one ends."""
+    class Timed(RowModel):
+        def __init__(self) -> None:
+            super().__init__(delay=0.3)
+            self.spans: list[tuple[float, float]] = []
+
+        def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            started = time.perf_counter()
+            try:
+                return super().predict(batch)
+            finally:
+                self.spans.append((started, time.perf_counter()))
+
+    model = Timed()
+
+    async def scenario(batcher: Batcher) -> None:
+        options = {"batched": True, "max_batch_size": 16, "max_delay_ms": 100.0}
+        first = asyncio.create_task(batcher.run("m", "m:1", model, _row(1), **options))  # type: ignore[arg-type]
+        await asyncio.sleep(0.15)  # its pass (0.3 s) has started after its 0.1 s wait
+        await batcher.run("m", "m:1", model, _row(2), **options)  # type: ignore[arg-type]
+        await first
+
+    with ThreadPoolExecutor(1) as pool:
+        asyncio.run(scenario(Batcher(pool)))
+    assert model.passes == [1, 1]
+    (_, first_end), (second_start, _) = model.spans
+    # Counted from its pickup, the second request would wait another 0.1 s after the first pass.
+    assert second_start - first_end < 0.05
