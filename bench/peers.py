@@ -210,8 +210,8 @@ def streams(folder: Path) -> dict[str, list[int]]:
 
 
 def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
-            work: Path) -> tuple[list[Cell], list[tuple[float, float]]]:
-    """Every cell, and (with the cache-on server) the paired W0 rounds of ``measure_paired``."""
+            work: Path, pairs: int = 3) -> tuple[list[Cell], list[Paired]]:
+    """Every cell, and (with the cache-on server) the alternating W0 rounds of ``measure_paired``."""
     model = ENVS / "mlp.onnx"
     if not model.exists():
         log("building the MLP 512-4096-4096-16 (ONNX, fp32)")
@@ -220,7 +220,7 @@ def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
     stream_dir = ENVS / "streams"
     stream_dir.mkdir(exist_ok=True)
     cells: list[Cell] = []
-    paired: list[tuple[float, float]] = []
+    paired: list[Paired] = []
     redis = BenchRedis(core=1)
     try:
         for index, peer in enumerate(peers):
@@ -249,39 +249,64 @@ def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
                             f"p99 {result.p99_ms:7.1f} ms  {result.extra}")
                     cells.append(cell)
                 if peer.key == "on":
-                    paired.extend(measure_paired(server.url, stream_dir, seconds, connections))
+                    paired.extend(measure_paired(server.url, stream_dir, seconds, connections, pairs,
+                                                 base=paired_base(runs)))
     finally:
         redis.stop()
     return cells, paired
 
 
-PAIRS = 3
-PAIRED_IDS = 40_000  # per round: more than a 15 s W0 round consumes, so no id repeats (no hit)
-PAIRED_BASE = STREAM * 3 * MAX_RUNS  # above every workload's ids, below WARM_ID
+PAIRED_IDS = 25_000  # per round: more than a 15 s W0 round consumes here (~18k), so no id repeats (no hit)
+# One W0 round each on predict with the cache on, predict with it off, V2 with it on.
+PAIRED_ROUNDS = (("on", "/models/mlp/predict", "predict"), ("off", "/models/mlp-off/predict", "predict"),
+                 ("v2", "/v2/models/mlp/infer", "v2"))
 
 
-def measure_paired(url: str, stream_dir: Path, seconds: int, connections: int) -> list[tuple[float, float]]:
-    """W0 on the cache-on and the cache-off model of one server, rounds alternating, PAIRS pairs.
+@dataclass(frozen=True)
+class Paired:
+    """req/s of one set of alternating W0 rounds on one server."""
+
+    on: float
+    off: float
+    v2: float
+
+
+def paired_base(runs: int) -> int:
+    """The first id above every workload cell's ids (each (workload, run) has STREAM of its own)."""
+    return STREAM * len(WORKLOADS) * runs
+
+
+def most_pairs(runs: int) -> int:
+    """How many sets of paired rounds fit between the cells' ids and the warm-up ids."""
+    return (WARM_ID - paired_base(runs)) // (len(PAIRED_ROUNDS) * PAIRED_IDS)
+
+
+def measure_paired(url: str, stream_dir: Path, seconds: int, connections: int,
+                   count: int = 3, *, base: int) -> list[Paired]:
+    """W0 on predict cache on, predict cache off and V2 cache on, in alternating rounds on one server.
 
     Separate servers measured a minute apart compare the machine's speed as much as the cache (it
-    drifts by ±15 % over minutes here); two models of one process, alternating, compare the cache.
+    drifts by ±15 % over minutes here); rounds on one process, alternating, compare the cache (the
+    cache-on and the cache-off model) and the route (V2 and predict on the same model). Every round
+    reads ids of its own: no round hits what another computed.
     """
-    pairs: list[tuple[float, float]] = []
-    for index in range(PAIRS):
+    found: list[Paired] = []
+    for index in range(count):
         rates = []
-        for side, model in enumerate(("mlp", "mlp-off")):
-            offset = PAIRED_BASE + PAIRED_IDS * (2 * index + side)
-            stream = write_ids(stream_dir / f"W0-paired-{model}-{index}.txt",
+        for side, (name, path, body_format) in enumerate(PAIRED_ROUNDS):
+            offset = base + PAIRED_IDS * (len(PAIRED_ROUNDS) * index + side)
+            stream = write_ids(stream_dir / f"W0-paired-{name}-{index}.txt",
                                list(range(offset + 1, offset + PAIRED_IDS + 1)))
-            result = run_wrk(f"{url}/models/{model}/predict", ids_file=stream, seconds=seconds,
-                             connections=connections)
+            result = run_wrk(url + path, ids_file=stream, seconds=seconds, connections=connections,
+                             body_format=body_format)
             if result.non_2xx:
-                raise RuntimeError(f"paired W0 on {model}: {result.non_2xx} non-2xx answers")
+                raise RuntimeError(f"paired W0 on {path}: {result.non_2xx} non-2xx answers")
             rates.append(result.requests_per_s)
-        log(f"  W0 paired {index + 1}: cache on {rates[0]:7.0f}, off {rates[1]:7.0f} req/s "
-            f"({rates[0] / rates[1]:.2f}x)")
-        pairs.append((rates[0], rates[1]))
-    return pairs
+        one = Paired(*rates)
+        log(f"  W0 paired {index + 1}: cache on {one.on:7.0f}, off {one.off:7.0f}, V2 {one.v2:7.0f} req/s "
+            f"(on/off {one.on / one.off:.2f}x, V2/predict {one.v2 / one.on:.2f}x)")
+        found.append(one)
+    return found
 
 
 def redis_flush(redis: BenchRedis) -> None:
@@ -318,7 +343,7 @@ def _getter(cells: list[Cell]) -> Callable[[str, str], Cell | None]:
 
 
 def goals(cells: list[Cell],
-          paired: list[tuple[float, float]] | None = None) -> list[tuple[str, float, float, bool, str]]:
+          paired: list[Paired] | None = None) -> list[tuple[str, float, float, bool, str]]:
     """(goal, measured, target, passed, how) for every goal whose cells were measured."""
     get = _getter(cells)
     out: list[tuple[str, float, float, bool, str]] = []
@@ -337,7 +362,7 @@ def goals(cells: list[Cell],
 
     ratio("W0: cache on / cache off (>= 0.95x)", ("on", "W0"), ("off", "W0"), 0.95)
     if paired:
-        median = statistics.median(on / off for on, off in paired)
+        median = statistics.median(p.on / p.off for p in paired)
         out.append((f"W0: cache on / cache off, alternating in one server (median of {len(paired)} pairs, >= 0.95x)",
                     median, 0.95, median >= 0.95, "x"))
     ratio("W0: cache on / LitServe batched (>= 2x)", ("on", "W0"), ("litserve", "W0"), 2.0)
@@ -346,6 +371,10 @@ def goals(cells: list[Cell],
     at_most("W80: cache on p99 (<= 20 ms)", ("on", "W80"), 20.0)
     ratio("V2 hits (W100) / predict hits (>= 0.7x)", ("v2", "W100"), ("on", "W100"), 0.7)
     ratio("V2 W0 / predict W0 (>= 0.9x)", ("v2", "W0"), ("on", "W0"), 0.9)
+    if paired:
+        median = statistics.median(p.v2 / p.on for p in paired)
+        out.append((f"V2 W0 / predict W0, alternating in one server (median of {len(paired)} pairs, >= 0.9x)",
+                    median, 0.9, median >= 0.9, "x"))
     ratio("W100: cache on / bare FastAPI ceiling (>= 1.0x)", ("on", "W100"), ("bare", "W100"), 1.0)
     return out
 
@@ -364,6 +393,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15, help="length of each measured cell (default 15)")
     parser.add_argument("--runs", type=int, default=1, help="runs per cell; the table shows medians (default 1)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--pairs", type=int, default=3, help="paired W0 rounds on the cache-on server (default 3)")
     parser.add_argument("--servers", default=",".join(p.key for p in PEERS),
                         help=f"comma-separated subset of: {', '.join(p.key for p in PEERS)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where peers.{md,json,png} go (bench/results)")
@@ -381,10 +411,13 @@ def main() -> None:
         ensure_env(env)
     work = ENVS / "run"
     work.mkdir(exist_ok=True)
-    cells, paired = measure(peers, args.seconds, args.runs, args.connections, work)
+    most = most_pairs(args.runs)  # each round reads ids of its own below WARM_ID
+    if not 1 <= args.pairs <= most:
+        parser.error(f"--pairs must be between 1 and {most} with --runs {args.runs}")
+    cells, paired = measure(peers, args.seconds, args.runs, args.connections, work, args.pairs)
     stamp = time.strftime("%Y-%m-%d %H:%M %Z")
     found = goals(cells, paired)
-    report = (f"Run {stamp}: `python bench/peers.py --seconds {args.seconds} --runs {args.runs}` "
+    report = (f"Run {stamp}: `python bench/peers.py --seconds {args.seconds} --runs {args.runs} --pairs {args.pairs}` "
               f"(medians of {args.runs} run(s) of {args.seconds} s, wrk -t1 -c{args.connections}; "
               f"load average {os.getloadavg()[0]:.1f} at the end)\n\n"
               f"{table(cells, peers)}\n\n{goal_lines(found)}\n")
@@ -395,7 +428,8 @@ def main() -> None:
          "cells": [{"server": c.peer, "label": next(p.label for p in PEERS if p.key == c.peer),
                     "workload": c.workload, "req_per_s": c.rps, "p99_ms": c.p99,
                     "runs": [asdict(r) for r in c.runs]} for c in cells],
-         "w0_paired": [{"cache_on_req_per_s": on, "cache_off_req_per_s": off} for on, off in paired],
+         "w0_paired": [{"cache_on_req_per_s": p.on, "cache_off_req_per_s": p.off, "v2_cache_on_req_per_s": p.v2}
+                       for p in paired],
          "goals": [{"goal": g, "measured": v, "target": t, "pass": ok} for g, v, t, ok, _ in found]}, indent=2))
     chart = subprocess.run([python_of("fastapi"), str(BENCH / "peers_chart.py"), str(args.out / "peers.json"),
                             str(args.out / "peers.png")], capture_output=True, text=True)
