@@ -63,6 +63,11 @@ class Metrics:
                                  ["route", "cache"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_rows = Histogram("modelreg_batch_size", "Rows per model execution (1 = unbatched)",
                                     ["model"], buckets=BATCH_BUCKETS, registry=self.registry)
+        # The batcher's share of a miss's latency: the delay waiting for company plus the passes ahead.
+        self.batch_wait = Histogram("modelreg_batch_wait_seconds",
+                                    "How long the longest-waiting request of each execution waited for it, "
+                                    "from joining its model's queue", ["model"], buckets=LATENCY_BUCKETS,
+                                    registry=self.registry)
         self.inference = Histogram("modelreg_inference_seconds", "Time inside the runtime per execution",
                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.changes = Counter("modelreg_production_changes", "Promotions and rollbacks that succeeded",
@@ -81,8 +86,10 @@ class Metrics:
         # The console's rolling figures (serving/series.py); pooled in Redis by build_services when there is one.
         self.series = Series()
 
-    def on_batch(self, label: str, rows: int) -> None:
-        self.batch_rows.labels(label.rpartition(":")[0]).observe(rows)
+    def on_batch(self, label: str, rows: int, waited: float) -> None:
+        model = label.rpartition(":")[0]
+        self.batch_rows.labels(model).observe(rows)
+        self.batch_wait.labels(model).observe(waited)
 
     def on_inference(self, label: str, rows: int, seconds: float) -> None:
         model, _, version = label.rpartition(":")

@@ -50,10 +50,11 @@ class _Lane:
 
 
 class Batcher:
-    """Runs model executions in micro-batches; ``on_batch(label, rows)`` sees every pass."""
+    """Runs model executions in micro-batches; ``on_batch(label, rows, waited)`` sees every pass, with
+    how long its longest-waiting request had waited for it (seconds, from joining the lane)."""
 
     def __init__(self, executor: Executor, *, max_queue_rows: int = 4096,
-                 on_batch: Callable[[str, int], None] | None = None,
+                 on_batch: Callable[[str, int, float], None] | None = None,
                  on_inference: Callable[[str, int, float], None] | None = None) -> None:
         self._executor = executor
         self._max_queue_rows = max_queue_rows
@@ -139,7 +140,7 @@ class Batcher:
             try:
                 merged = {name: np.concatenate([i.arrays[name] for i in items]) if len(items) > 1
                           else items[0].arrays[name] for name in items[0].arrays}
-                outputs = await self._execute(lane.model, lane.label, merged, len(items))
+                outputs = await self._execute(lane.model, lane.label, merged, len(items), items[0].queued_at)
                 _split(outputs, items)
             except Exception as exc:  # every caller of this pass gets the reason; the lane goes on
                 for item in items:
@@ -147,11 +148,11 @@ class Batcher:
                         item.future.set_exception(exc)
 
     async def _execute(self, model: LoadedModel, label: str, arrays: Mapping[str, np.ndarray],
-                       requests: int) -> dict[str, np.ndarray]:
+                       requests: int, oldest: float) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()
         rows = _rows(arrays) if arrays else 0
         if self._on_batch is not None:
-            self._on_batch(label, rows)
+            self._on_batch(label, rows, loop.time() - oldest)
         try:
             return await loop.run_in_executor(self._executor, self._timed, model, label, rows, arrays)
         except Exception as exc:

@@ -63,7 +63,7 @@ class Serving:
     def __init__(self, manager: ModelManager, cache: PredictionCache, *, registry: RegistryService,
                  plugins: PluginSet, prefix: str, default_ttl_seconds: int, inference_threads: int = 1,
                  max_queue_rows: int = 4096, inference_timeout_seconds: float = 30.0,
-                 on_batch: Callable[[str, int], None] | None = None,
+                 on_batch: Callable[[str, int, float], None] | None = None,
                  on_inference: Callable[[str, int, float], None] | None = None,
                  redis: RedisClient | None = None) -> None:
         self.manager = manager

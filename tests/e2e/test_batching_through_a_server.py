@@ -68,6 +68,10 @@ def test_64_concurrent_distinct_requests_share_batches_and_each_gets_its_own_row
     passes = moved("modelreg_batch_size_count", model="batched")
     batched_rows = moved("modelreg_batch_size_sum", model="batched")
     assert (passes, batched_rows) == (len(rows), 64)
+    # Each pass says how long its oldest request waited: the 64 came at once, so the later passes
+    # waited out the 20 ms passes ahead of them.
+    assert moved("modelreg_batch_wait_seconds_count", model="batched") == len(rows)
+    assert moved("modelreg_batch_wait_seconds_sum", model="batched") >= 0.02 * (len(rows) - 1)
     assert moved("modelreg_requests_total", model="batched", route="/models/{name}/predict", status="200",
                  version="1") == 64
     assert moved("modelreg_request_seconds_count", cache="miss") >= 64

@@ -171,6 +171,7 @@ def test_a_request_that_waited_out_a_pass_is_not_held_for_company_after_it() -> 
                 self.spans.append((started, time.perf_counter()))
 
     model = Timed()
+    waits: list[float] = []
 
     async def scenario(batcher: Batcher) -> None:
         options = {"batched": True, "max_batch_size": 16, "max_delay_ms": 100.0}
@@ -180,8 +181,11 @@ def test_a_request_that_waited_out_a_pass_is_not_held_for_company_after_it() -> 
         await first
 
     with ThreadPoolExecutor(1) as pool:
-        asyncio.run(scenario(Batcher(pool)))
+        asyncio.run(scenario(Batcher(pool, on_batch=lambda label, rows, waited: waits.append(waited))))
     assert model.passes == [1, 1]
     (_, first_end), (second_start, _) = model.spans
     # Counted from its pickup, the second request would wait another 0.1 s after the first pass.
     assert second_start - first_end < 0.05
+    # What each pass's request waited (modelreg_batch_wait_seconds): the delay alone for the first,
+    # the rest of the first pass for the second (it came 0.05 s into it).
+    assert 0.09 < waits[0] < 0.15 and 0.2 < waits[1] < 0.3
