@@ -6,8 +6,8 @@ read-or-lease script and the write-back SET. redis-py's ``Pipeline`` pays for ea
 under its own timeout (a timer scheduled and cancelled), the host's name formatted for an error
 that is not raised and a response callback; for each pipeline a ``Pipeline`` object, a pool
 checkout and release with their observability events, and a write under ``wait_for`` (a task on
-Python 3.11). Measured with ``bench/miss_cost.py`` that was ~60 µs of a miss's CPU; here the two
-commands cost a few µs.
+Python 3.11). Measured (py-spy over ``bench/miss_cost.py``) that was ~60 µs of a miss's CPU; here
+it is ~18 µs, most of it the socket's write and read.
 
 Replies come as the parser gives them, undecoded; an error reply is its exception object in the
 list (redis-py's classes: ``NoScriptError``, ``ResponseError``...), never raised. A timeout or a
