@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -88,8 +89,6 @@ def main() -> None:
     if not model.exists():
         ENVS.mkdir(parents=True, exist_ok=True)
         build_mlp(model)
-    import os
-
     os.sched_setaffinity(0, {1})  # the load beside the bench's Redis, off the server's core
     peer = next(p for p in PEERS if p.key == "on")
     ids = stream_ids(400_000, 0.8, seed=7)

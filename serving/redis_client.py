@@ -82,8 +82,9 @@ def connect_to(target: RedisTarget, *, timeout_seconds: float | None,
 
 
 class _HiredisPacking:
-    """Commands packed by hiredis (C) rather than redis-py's Python loop, ~5 µs less per command:
-    two a miss (the read-or-lease script and the write-back). Byte for byte the same packets;
+    """Commands packed by hiredis (C) rather than redis-py's Python loop, ~5 µs less per command.
+    A miss's two commands skip redis-py altogether on one server (``redis_pipe.PipeChannel``); this
+    serves the rest: lease renewals and releases, polls, the two-step path. Byte for byte the same packets;
     what hiredis does not pack (a bool, which redis-py refuses with its own error) goes to redis-py."""
 
     def pack_command(self, *args: Any) -> list[bytes]:

@@ -3,7 +3,7 @@
 Every miss asks Redis one question (``cache.READ_OR_LEASE``: the value, or the lease). Asked one
 by one, each call pays redis-py's whole per-command cost (connection checkout, packing, a write,
 a timed read): ~85 µs of this process's CPU, measured, against ~27 µs a call inside a pipeline of
-16 (and a few µs on the batch's own ``PipeChannel``, one server or Sentinel). Misses come in
+16, and less again on the batch's own ``PipeChannel`` (one server or Sentinel). Misses come in
 bursts (a batch of answers goes out, as many new requests come in), so the calls made while one
 pipeline is in flight go together in the next: group commit, with no delay added (a lone call goes
 out at once).
