@@ -1,4 +1,12 @@
-"""In-process single-flight: concurrent callers with the same key share one computation."""
+"""In-process single-flight: concurrent callers with the same key share one computation.
+
+The computation runs in a task of its own, so it neither belongs to nor dies with the caller that
+happened to start it: a cancelled caller stops waiting, the others (and the cache write that
+follows the computation) go on. Each caller waits on a plain future of its own that the flight
+sets when it ends. ``asyncio.shield`` over the task did the same with two more loop callbacks
+and an extra future per caller, and a done-callback to clear the key with one more: ~4 µs of
+every miss's event-loop time, in a path where the whole cache costs a miss ~40 µs.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class _Flight:
+    __slots__ = ("task", "waiters")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.waiters: list[asyncio.Future[Any]] = []
+
+
 class SingleFlight:
     """One running computation per key; later callers wait for it instead of starting their own."""
 
     def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Future[Any]] = {}
+        self._flights: dict[str, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -24,21 +40,38 @@ class SingleFlight:
 
     async def run(self, key: str, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Result of ``fn`` (or of the flight already running for ``key``) and whether we joined one."""
+        loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         joined = flight is not None
         if flight is None:
-            # A task of its own, so the computation does not belong to (and die with) the
-            # caller that happened to start it.
-            flight = asyncio.ensure_future(fn())
-            self._flights[key] = flight
-            flight.add_done_callback(lambda done: self._finish(key, done))
-        # shield: a cancelled waiter stops waiting; the shared computation goes on for the others.
-        result: T = await asyncio.shield(flight)
-        return result, joined
+            flight = self._flights[key] = _Flight()
+            flight.task = loop.create_task(self._fly(key, flight, fn))  # held by the flight until it ends
+        waiter: asyncio.Future[T] = loop.create_future()
+        flight.waiters.append(waiter)
+        # A cancelled caller cancels only its own future; the flight skips futures already done.
+        return await waiter, joined
 
-    def _finish(self, key: str, done: asyncio.Future[Any]) -> None:
-        if self._flights.get(key) is done:
+    async def _fly(self, key: str, flight: _Flight, fn: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            result = await fn()
+        except BaseException as exc:
+            self._end(key, flight)
+            for waiter in flight.waiters:
+                if not waiter.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        waiter.cancel()  # the flight itself was cancelled (the loop is closing)
+                    else:
+                        waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            # An Exception is each waiter's to see; with every waiter gone it is nobody's (not logged).
+        else:
+            self._end(key, flight)
+            for waiter in flight.waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
+
+    def _end(self, key: str, flight: _Flight) -> None:
+        # Cleared before the waiters wake: a caller that comes after the answer starts afresh.
+        if self._flights.get(key) is flight:
             del self._flights[key]
-        # Mark the exception retrieved: when every waiter was cancelled nobody else will.
-        if not done.cancelled():
-            done.exception()
