@@ -55,23 +55,21 @@ class SingleFlight:
         try:
             result = await fn()
         except BaseException as exc:
-            self._end(key, flight)
-            for waiter in flight.waiters:
-                if not waiter.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        waiter.cancel()  # the flight itself was cancelled (the loop is closing)
-                    else:
-                        waiter.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):  # the flight itself was cancelled (the loop is closing)
+                self._settle(key, flight, lambda waiter: waiter.cancel())
+            else:
+                failure = exc  # ``exc`` itself is unbound when the except block ends
+                self._settle(key, flight, lambda waiter: waiter.set_exception(failure))
             if not isinstance(exc, Exception):
                 raise
             # An Exception is each waiter's to see; with every waiter gone it is nobody's (not logged).
         else:
-            self._end(key, flight)
-            for waiter in flight.waiters:
-                if not waiter.done():
-                    waiter.set_result(result)
+            self._settle(key, flight, lambda waiter: waiter.set_result(result))
 
-    def _end(self, key: str, flight: _Flight) -> None:
+    def _settle(self, key: str, flight: _Flight, answer: Callable[[asyncio.Future[Any]], object]) -> None:
         # Cleared before the waiters wake: a caller that comes after the answer starts afresh.
         if self._flights.get(key) is flight:
             del self._flights[key]
+        for waiter in flight.waiters:
+            if not waiter.done():  # a cancelled caller's future is done already
+                answer(waiter)
