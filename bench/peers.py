@@ -1,6 +1,6 @@
 """Issue 12's table in one run: modelreg against the peers, each server on one core, wrk on the other.
 
-    python bench/peers.py                       # the full run (~11 min): 15 s a cell, one run
+    python bench/peers.py --pairs 6             # the full run (~25 min): 15 s a cell, one run, 6 sets of rounds
     python bench/peers.py --seconds 3 --servers bare,ort,on,off      # a quick look at a subset
 
 Builds what it needs in bench/.envs/ (git-ignored) on first use and reuses it after: a virtualenv
@@ -12,6 +12,11 @@ thread), wrk (``-t1 -c32``) and the bench's Redis under ``taskset -c 1``. Bodies
 floats made from an id by ``stream.lua``; the id streams are written to bench/.envs/streams/:
 W0 all distinct, W80 80 % repeats of earlier inputs at every point, W100 one input. Each server
 gets its own id range, so no server reads another cell's answers.
+
+Then ``--pairs`` sets of alternating rounds (``PAIRED_ROUNDS``) on the cache-on server, with the bare
+ceiling and the plain FastAPI + ONNX Runtime server started beside it: cells minutes apart compare
+the machine's speed (it drifts by ±30 % over minutes here) as much as the servers, rounds seconds
+apart compare the servers. Each goal that divides two servers or routes is reported both ways.
 
 Writes bench/results/peers.md (the table and the goals, also printed), peers.json and peers.png.
 """
@@ -26,8 +31,8 @@ import subprocess
 import sys
 import time
 import venv
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -211,7 +216,7 @@ def streams(folder: Path) -> dict[str, list[int]]:
 
 def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
             work: Path, pairs: int = 3) -> tuple[list[Cell], list[Paired]]:
-    """Every cell, and (with the cache-on server) the alternating W0 rounds of ``measure_paired``."""
+    """Every cell, and (with the cache-on server) the sets of alternating rounds of ``measure_beside``."""
     model = ENVS / "mlp.onnx"
     if not model.exists():
         log("building the MLP 512-4096-4096-16 (ONNX, fp32)")
@@ -249,26 +254,47 @@ def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
                             f"p99 {result.p99_ms:7.1f} ms  {result.extra}")
                     cells.append(cell)
                 if peer.key == "on":
-                    paired.extend(measure_paired(server.url, stream_dir, seconds, connections, pairs,
+                    paired.extend(measure_beside(server.url, [p for p in peers if p.key in PAIRED_PEERS],
+                                                 model, redis, work, stream_dir, seconds, connections, pairs,
                                                  base=paired_base(runs)))
     finally:
         redis.stop()
     return cells, paired
 
 
-PAIRED_IDS = 25_000  # per round: more than a 15 s W0 round consumes here (~18k), so no id repeats (no hit)
-# One W0 round each on predict with the cache on, predict with it off, V2 with it on.
-PAIRED_ROUNDS = (("on", "/models/mlp/predict", "predict"), ("off", "/models/mlp-off/predict", "predict"),
-                 ("v2", "/v2/models/mlp/infer", "v2"))
+PAIRED_IDS = 40_000  # id space per round: more than a 15 s W0 round consumes here (~22k), so no id repeats
+PAIRED_W80 = 150_000  # requests in a paired W80 round's stream (ids below PAIRED_IDS / 5 of its own range)
 
 
 @dataclass(frozen=True)
-class Paired:
-    """req/s of one set of alternating W0 rounds on one server."""
+class Round:
+    """One of the alternating rounds: ``workload`` on ``path`` of the server ``server`` (a peer's key)."""
 
-    on: float
-    off: float
-    v2: float
+    name: str
+    server: str
+    path: str
+    body_format: str
+    workload: str
+
+
+# Each set of rounds compares what one goal compares, a round apart, on servers that all stay up (on
+# core 0, each idle while another is measured): the cache (the cache-on and cache-off models of one
+# server), the route (V2 and predict on one model), and modelreg against the bare ceiling and the
+# plain FastAPI + ONNX Runtime server.
+PAIRED_ROUNDS = (
+    Round("on", "on", "/models/mlp/predict", "predict", "W0"),
+    Round("off", "on", "/models/mlp-off/predict", "predict", "W0"),
+    Round("v2", "on", "/v2/models/mlp/infer", "v2", "W0"),
+    Round("on-w80", "on", "/models/mlp/predict", "predict", "W80"),
+    Round("ort-w80", "ort", "/models/mlp/predict", "predict", "W80"),
+    Round("on-w100", "on", "/models/mlp/predict", "predict", "W100"),
+    Round("v2-w100", "on", "/v2/models/mlp/infer", "v2", "W100"),
+    Round("bare-w100", "bare", "/models/bare/predict", "predict", "W100"),
+)
+# The peers started beside the cache-on server for the rounds that compare with them.
+PAIRED_PEERS = ("bare", "ort")
+
+Paired = dict[str, WrkResult]  # one set of alternating rounds: round name -> its result
 
 
 def paired_base(runs: int) -> int:
@@ -281,32 +307,75 @@ def most_pairs(runs: int) -> int:
     return (WARM_ID - paired_base(runs)) // (len(PAIRED_ROUNDS) * PAIRED_IDS)
 
 
-def measure_paired(url: str, stream_dir: Path, seconds: int, connections: int,
-                   count: int = 3, *, base: int) -> list[Paired]:
-    """W0 on predict cache on, predict cache off and V2 cache on, in alternating rounds on one server.
+def paired_ids(workload: str, offset: int) -> tuple[list[int], bool]:
+    """A paired round's ids, all in (offset, offset + PAIRED_IDS], and whether wrk may cycle them."""
+    if workload == "W0":
+        return list(range(offset + 1, offset + PAIRED_IDS + 1)), False
+    if workload == "W80":
+        return [i + offset for i in stream_ids(PAIRED_W80, 0.8, seed=1)], False
+    return [offset + 1] * 1000, True
 
-    Separate servers measured a minute apart compare the machine's speed as much as the cache (it
-    drifts by ±15 % over minutes here); rounds on one process, alternating, compare the cache (the
-    cache-on and the cache-off model) and the route (V2 and predict on the same model). Every round
-    reads ids of its own: no round hits what another computed.
+
+def measure_paired(urls: Mapping[str, str], stream_dir: Path, seconds: int, connections: int,
+                   count: int = 3, *, base: int) -> list[Paired]:
+    """``count`` sets of PAIRED_ROUNDS, one after another, on the servers of ``urls`` (peer key -> URL).
+
+    Separate servers measured minutes apart compare the machine's speed as much as the servers (it
+    drifts by ±30 % over minutes here); rounds a few seconds apart, alternating, compare the servers.
+    Every round reads ids of its own: no round hits what another computed. Rounds whose server is
+    not in ``urls`` are left out.
     """
     found: list[Paired] = []
     for index in range(count):
-        rates = []
-        for side, (name, path, body_format) in enumerate(PAIRED_ROUNDS):
+        one: Paired = {}
+        for side, what in enumerate(PAIRED_ROUNDS):
+            if what.server not in urls:
+                continue
             offset = base + PAIRED_IDS * (len(PAIRED_ROUNDS) * index + side)
-            stream = write_ids(stream_dir / f"W0-paired-{name}-{index}.txt",
-                               list(range(offset + 1, offset + PAIRED_IDS + 1)))
-            result = run_wrk(url + path, ids_file=stream, seconds=seconds, connections=connections,
-                             body_format=body_format)
+            ids, cycle = paired_ids(what.workload, offset)
+            stream = write_ids(stream_dir / f"paired-{what.name}-{index}.txt", ids)
+            result = run_wrk(urls[what.server] + what.path, ids_file=stream, seconds=seconds,
+                             connections=connections, cycle=cycle, body_format=what.body_format)
             if result.non_2xx:
-                raise RuntimeError(f"paired W0 on {path}: {result.non_2xx} non-2xx answers")
-            rates.append(result.requests_per_s)
-        one = Paired(*rates)
-        log(f"  W0 paired {index + 1}: cache on {one.on:7.0f}, off {one.off:7.0f}, V2 {one.v2:7.0f} req/s "
-            f"(on/off {one.on / one.off:.2f}x, V2/predict {one.v2 / one.on:.2f}x)")
+                raise RuntimeError(f"paired {what.workload} on {what.server} {what.path}: "
+                                   f"{result.non_2xx} non-2xx answers")
+            one[what.name] = result
+        log(f"  paired {index + 1}: " + ", ".join(f"{name} {r.requests_per_s:,.0f}" for name, r in one.items())
+            + " req/s" + "".join(f", {label} {ratio:.2f}x" for label, ratio in paired_ratios(one).items()))
         found.append(one)
     return found
+
+
+def measure_beside(url: str, beside: list[Peer], model: Path, redis: BenchRedis, work: Path, stream_dir: Path,
+                   seconds: int, connections: int, pairs: int, *, base: int) -> list[Paired]:
+    """The alternating rounds on the cache-on server at ``url``, with the peers of ``beside`` started
+    (on core 0 too) and warmed for the rounds that compare with them."""
+    with ExitStack() as stack:
+        urls = {"on": url}
+        for peer in beside:
+            log(f"{peer.label}: starting beside the cache-on server for the alternating rounds")
+            running = stack.enter_context(serving(peer, model, redis, work))
+            warm = write_ids(stream_dir / f"warm-paired-{peer.key}.txt", [WARM_ID + 50 + len(urls)] * 100)
+            run_wrk(running.url + peer.path, ids_file=warm, seconds=2, connections=connections, cycle=True,
+                    body_format=peer.body_format)
+            urls[peer.key] = running.url
+        return measure_paired(urls, stream_dir, seconds, connections, pairs, base=base)
+
+
+# What each alternating goal divides: (numerator round, denominator round).
+PAIRED_GOALS = {
+    "on/off": ("on", "off"),
+    "V2/predict": ("v2", "on"),
+    "W80 on/ort": ("on-w80", "ort-w80"),
+    "V2/predict hits": ("v2-w100", "on-w100"),
+    "W100 on/bare": ("on-w100", "bare-w100"),
+}
+
+
+def paired_ratios(one: Paired) -> dict[str, float]:
+    """The ratios of PAIRED_GOALS that this set of rounds measured."""
+    return {label: one[a].requests_per_s / one[b].requests_per_s for label, (a, b) in PAIRED_GOALS.items()
+            if a in one and b in one and one[b].requests_per_s}
 
 
 def redis_flush(redis: BenchRedis) -> None:
@@ -360,22 +429,32 @@ def goals(cells: list[Cell],
         if x and value is not None:
             out.append((label, x.p99, value, x.p99 <= value, "ms"))
 
+    def alternating(label: str, which: str, target: float) -> None:
+        found = [r[which] for r in map(paired_ratios, paired or []) if which in r]
+        if found:
+            median = statistics.median(found)
+            out.append((label.format(n=len(found)), median, target, median >= target, "x"))
+
     ratio("W0: cache on / cache off (>= 0.95x)", ("on", "W0"), ("off", "W0"), 0.95)
-    if paired:
-        median = statistics.median(p.on / p.off for p in paired)
-        out.append((f"W0: cache on / cache off, alternating in one server (median of {len(paired)} pairs, >= 0.95x)",
-                    median, 0.95, median >= 0.95, "x"))
+    alternating("W0: cache on / cache off, alternating in one server (median of {n} pairs, >= 0.95x)", "on/off", 0.95)
     ratio("W0: cache on / LitServe batched (>= 2x)", ("on", "W0"), ("litserve", "W0"), 2.0)
     at_most("W0: cache on p99 <= LitServe's p99", ("on", "W0"), ("litserve", "W0"))
     ratio("W80: cache on / FastAPI + ORT no cache (>= 10x)", ("on", "W80"), ("ort", "W80"), 10.0)
+    alternating("W80: cache on / FastAPI + ORT no cache, alternating (median of {n} pairs, >= 10x)", "W80 on/ort", 10.0)
     at_most("W80: cache on p99 (<= 20 ms)", ("on", "W80"), 20.0)
+    w80 = [one["on-w80"].p99_ms for one in paired or [] if "on-w80" in one]
+    if w80:
+        median = statistics.median(w80)
+        out.append((f"W80: cache on p99, median of {len(w80)} alternating rounds (<= 20 ms)", median, 20.0,
+                    median <= 20.0, "ms"))
     ratio("V2 hits (W100) / predict hits (>= 0.7x)", ("v2", "W100"), ("on", "W100"), 0.7)
+    alternating("V2 hits (W100) / predict hits, alternating in one server (median of {n} pairs, >= 0.7x)",
+                "V2/predict hits", 0.7)
     ratio("V2 W0 / predict W0 (>= 0.9x)", ("v2", "W0"), ("on", "W0"), 0.9)
-    if paired:
-        median = statistics.median(p.v2 / p.on for p in paired)
-        out.append((f"V2 W0 / predict W0, alternating in one server (median of {len(paired)} pairs, >= 0.9x)",
-                    median, 0.9, median >= 0.9, "x"))
+    alternating("V2 W0 / predict W0, alternating in one server (median of {n} pairs, >= 0.9x)", "V2/predict", 0.9)
     ratio("W100: cache on / bare FastAPI ceiling (>= 1.0x)", ("on", "W100"), ("bare", "W100"), 1.0)
+    alternating("W100: cache on / bare FastAPI ceiling, alternating (median of {n} pairs, >= 1.0x)",
+                "W100 on/bare", 1.0)
     return out
 
 
@@ -393,7 +472,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15, help="length of each measured cell (default 15)")
     parser.add_argument("--runs", type=int, default=1, help="runs per cell; the table shows medians (default 1)")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--pairs", type=int, default=3, help="paired W0 rounds on the cache-on server (default 3)")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="sets of alternating rounds on the cache-on server and its peers (default 3)")
     parser.add_argument("--servers", default=",".join(p.key for p in PEERS),
                         help=f"comma-separated subset of: {', '.join(p.key for p in PEERS)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where peers.{md,json,png} go (bench/results)")
@@ -428,8 +508,7 @@ def main() -> None:
          "cells": [{"server": c.peer, "label": next(p.label for p in PEERS if p.key == c.peer),
                     "workload": c.workload, "req_per_s": c.rps, "p99_ms": c.p99,
                     "runs": [asdict(r) for r in c.runs]} for c in cells],
-         "w0_paired": [{"cache_on_req_per_s": p.on, "cache_off_req_per_s": p.off, "v2_cache_on_req_per_s": p.v2}
-                       for p in paired],
+         "paired": [{name: asdict(result) for name, result in one.items()} for one in paired],
          "goals": [{"goal": g, "measured": v, "target": t, "pass": ok} for g, v, t, ok, _ in found]}, indent=2))
     chart = subprocess.run([python_of("fastapi"), str(BENCH / "peers_chart.py"), str(args.out / "peers.json"),
                             str(args.out / "peers.png")], capture_output=True, text=True)
