@@ -6,12 +6,14 @@ against cache off (TTL 0), in-process, with a real Redis.
     taskset -c 0 python bench/miss_cost.py --mlp issue --requests 2000 --rounds 9   # issue 12's MLP: the goal's ratio
 
 No HTTP server and no wrk: 32 coroutines call the app directly, each body 512 floats that no other
-request repeats, on two models alike but for the cache (both batched 16 / 5 ms, as the default).
+request repeats, on two models alike but for the cache (both batched 16 / 5 ms, as the default),
+and on the cache-on model by the V2 route (``/v2/models/on/infer``, the same floats in an Open
+Inference Protocol body): the V2 row against the cache-on row is the V2 W0 goal's ratio.
 The model is small (512 -> 64 -> 16) so what is not the model shows: the difference between the two
 rows is what the cache costs a miss. ``--mlp issue`` serves issue 12's MLP (512 -> 4096 -> 4096 -> 16,
 76 MB) instead, so the ratio of the two rows is the W0 goal's (cache on / cache off >= 0.95x) in CPU
 per request, without HTTP or wrk (both would add the same to each row). Rounds alternate between
-the models; medians of five rounds (``--rounds``).
+the three; medians of five rounds (``--rounds``).
 The bench's Redis is its own (core 1).
 """
 
@@ -42,11 +44,21 @@ def body(i: int) -> bytes:
     return orjson.dumps({"inputs": [[float(i)] + [0.5] * 511]})
 
 
+def v2_body(i: int) -> bytes:
+    return orjson.dumps({"inputs": [{"name": "x", "shape": [1, 512], "datatype": "FP32",
+                                     "data": [float(i)] + [0.5] * 511}]})
+
+
+# Round name -> (path, body): the cache-on model, the cache-off model, the cache-on model by V2.
+ROUTES = {"on": ("/models/on/predict", body), "off": ("/models/off/predict", body),
+          "v2": ("/v2/models/on/infer", v2_body)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=4000, help="per round and model")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", choices=["on", "off"], help="cProfile the rounds of one model")
+    parser.add_argument("--profile", choices=list(ROUTES), help="cProfile the rounds of one route")
     parser.add_argument("--mlp", choices=["small", "issue"], default="small",
                         help="small: 512-64-16 (what is not the model shows); issue: issue 12's 512-4096-4096-16")
     args = parser.parse_args()
@@ -71,7 +83,8 @@ def main() -> None:
             counter = iter(range(10**9))
 
             async def one(name: str) -> None:
-                data = body(next(counter))
+                path, make = ROUTES[name]
+                data = make(next(counter))
                 message = {"type": "http.request", "body": data, "more_body": False}
                 status: list[int] = []
 
@@ -82,7 +95,6 @@ def main() -> None:
                     if m["type"] == "http.response.start":
                         status.append(m["status"])
 
-                path = f"/models/{name}/predict"
                 scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
                          "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
                          "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
@@ -103,12 +115,12 @@ def main() -> None:
                 return (time.process_time() - cpu) / n * 1e6
 
             async def rounds() -> dict[str, list[float]]:
-                for name in ("on", "off"):
+                for name in ROUTES:
                     await round_(name, 500)
-                seen: dict[str, list[float]] = {"on": [], "off": []}
+                seen: dict[str, list[float]] = {name: [] for name in ROUTES}
                 profiler = cProfile.Profile() if args.profile else None
                 for _ in range(args.rounds):
-                    for name in ("on", "off"):
+                    for name in ROUTES:
                         if profiler is not None and name == args.profile:
                             profiler.enable()
                         seen[name].append(await round_(name, args.requests))
@@ -125,10 +137,11 @@ def main() -> None:
             seen = client.portal.call(rounds)
     finally:
         redis.stop()
-    on, off = (sorted(seen[n])[len(seen[n]) // 2] for n in ("on", "off"))
-    print(f"CPU µs per all-distinct request: cache on {on:.0f}, cache off {off:.0f}; "
+    on, off, v2 = (sorted(seen[n])[len(seen[n]) // 2] for n in ROUTES)
+    print(f"CPU µs per all-distinct request: cache on {on:.0f}, cache off {off:.0f}, V2 cache on {v2:.0f}; "
           f"the cache costs a miss {on - off:.0f} µs ({on / off:.2f}x); "
-          f"throughput on / off {off / on:.3f}x (model {args.mlp}, medians of {args.rounds} rounds)")
+          f"throughput on / off {off / on:.3f}x, V2 / predict {on / v2:.3f}x "
+          f"(model {args.mlp}, medians of {args.rounds} rounds)")
 
 
 if __name__ == "__main__":
