@@ -1,6 +1,6 @@
 """Issue 12's table in one run: modelreg against the peers, each server on one core, wrk on the other.
 
-    python bench/peers.py --pairs 6             # the full run (~25 min): 15 s a cell, one run, 6 sets of rounds
+    python bench/peers.py --pairs 6             # the full run (~20 min): 15 s a cell, one run, 6 sets of rounds
     python bench/peers.py --seconds 3 --servers bare,ort,on,off      # a quick look at a subset
 
 Builds what it needs in bench/.envs/ (git-ignored) on first use and reuses it after: a virtualenv
