@@ -235,9 +235,7 @@ def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
                 if peer.env.startswith("modelreg"):
                     register_modelreg(server.url, model)
                 url = server.url + peer.path
-                warm = write_ids(stream_dir / f"warm-{peer.key}.txt", [WARM_ID + index] * 100)
-                run_wrk(url, ids_file=warm, seconds=2, connections=connections, cycle=True,
-                        body_format=peer.body_format)
+                warm_up(url, peer, stream_dir / f"warm-{peer.key}.txt", WARM_ID + index, connections)
                 for w_index, workload in enumerate(WORKLOADS):
                     cell = Cell(peer.key, workload)
                     for run in range(runs):
@@ -292,7 +290,7 @@ PAIRED_ROUNDS = (
     Round("bare-w100", "bare", "/models/bare/predict", "predict", "W100"),
 )
 # The peers started beside the cache-on server for the rounds that compare with them.
-PAIRED_PEERS = ("bare", "ort")
+PAIRED_PEERS = {what.server for what in PAIRED_ROUNDS} - {"on"}
 
 Paired = dict[str, WrkResult]  # one set of alternating rounds: round name -> its result
 
@@ -346,6 +344,12 @@ def measure_paired(urls: Mapping[str, str], stream_dir: Path, seconds: int, conn
     return found
 
 
+def warm_up(url: str, peer: Peer, ids_file: Path, warm_id: int, connections: int) -> None:
+    """2 s of one repeated input (``warm_id``, outside every measured range) before a server is measured."""
+    run_wrk(url, ids_file=write_ids(ids_file, [warm_id] * 100), seconds=2, connections=connections, cycle=True,
+            body_format=peer.body_format)
+
+
 def measure_beside(url: str, beside: list[Peer], model: Path, redis: BenchRedis, work: Path, stream_dir: Path,
                    seconds: int, connections: int, pairs: int, *, base: int) -> list[Paired]:
     """The alternating rounds on the cache-on server at ``url``, with the peers of ``beside`` started
@@ -355,9 +359,9 @@ def measure_beside(url: str, beside: list[Peer], model: Path, redis: BenchRedis,
         for peer in beside:
             log(f"{peer.label}: starting beside the cache-on server for the alternating rounds")
             running = stack.enter_context(serving(peer, model, redis, work))
-            warm = write_ids(stream_dir / f"warm-paired-{peer.key}.txt", [WARM_ID + 50 + len(urls)] * 100)
-            run_wrk(running.url + peer.path, ids_file=warm, seconds=2, connections=connections, cycle=True,
-                    body_format=peer.body_format)
+            # A warm-up id of its own: above those of the cells' servers (WARM_ID + their index).
+            warm_up(running.url + peer.path, peer, stream_dir / f"warm-paired-{peer.key}.txt",
+                    WARM_ID + len(PEERS) + len(urls), connections)
             urls[peer.key] = running.url
         return measure_paired(urls, stream_dir, seconds, connections, pairs, base=base)
 
