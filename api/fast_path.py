@@ -20,7 +20,7 @@ import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelreg.api.rendering import client_gone, prediction_headers, render
+from modelreg.api.rendering import client_gone, prediction_headers, render, v2_headers
 from modelreg.registry import SQL_INT_MAX
 from modelreg.serving import CacheControl
 from modelreg.serving.v2infer import infer_v2
@@ -37,7 +37,7 @@ V2_ROUTE = "/v2/models/{name}/infer"
 V2_VERSION_ROUTE = "/v2/models/{name}/versions/{version}/infer"
 _V2_PREFIX = "/v2/models/"
 _V2_SUFFIX = "/infer"
-_V2_HEADER_LENGTH = b"inference-header-content-length"
+_V2_HEADER_LENGTH = b"inference-header-content-length"  # where the JSON ends and binary tensors begin
 
 
 class FastPath:
@@ -120,42 +120,38 @@ async def _v2_infer(scope: Scope, receive: Receive, send: Send, path: str) -> bo
     if target is None or services is None:
         return False
     name, version, _, _ = target
-    headers: dict[bytes, str] = {}
+    authorization = cache_control = request_key = header_length = None
     for header, value in scope["headers"]:  # the first of each, as Starlette's headers.get does
-        if header in _V2_HEADERS and header not in headers:
-            headers[header] = value.decode("latin-1")
-    if b"content-encoding" in headers:
-        return False  # inflating is CPU work the route does in a thread
+        if header == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif header == b"cache-control" and cache_control is None:
+            cache_control = value.decode("latin-1")
+        elif header == b"x-request-key" and request_key is None:
+            request_key = value.decode("latin-1")
+        elif header == _V2_HEADER_LENGTH and header_length is None:
+            header_length = value.decode("latin-1")
+        elif header == b"content-encoding":
+            return False  # inflating is CPU work the route does in a thread
     scope["modelreg.route"] = V2_ROUTE if version is None else V2_VERSION_ROUTE
     scope["path_params"] = {"name": name}
     try:
-        await services.auth.check_predict(headers.get(b"authorization"))
+        if services.auth.predict_auth:
+            await services.auth.check_predict(authorization)
         body = await _read_body(receive)
         if body is None:
             log.info("client closed the connection before sending the whole body of POST %s", path)
             status, raw, body = client_gone(v2=True)
         else:
-            cache_control = headers.get(b"cache-control")
             control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
-            answer = await infer_v2(services.serving, name, body, headers.get(_V2_HEADER_LENGTH), version=version,
-                                    control=control, request_key=headers.get(b"x-request-key"))
-            body = answer.body
-            raw = [(b"content-length", str(len(body)).encode()),
-                   (b"content-type", b"application/json" if answer.header_length is None
-                    else b"application/octet-stream"),
-                   (b"x-model-version", str(answer.version).encode()), (b"x-cache", answer.cache_status.encode())]
-            if answer.header_length is not None:
-                raw.append((_V2_HEADER_LENGTH, str(answer.header_length).encode()))
-            status = 200
+            answer = await infer_v2(services.serving, name, body, header_length, version=version,
+                                    control=control, request_key=request_key)
+            status, raw, body = 200, v2_headers(answer), answer.body
             scope[MODEL_KNOWN] = True
     except Exception as exc:
         status, raw, body = render(exc, v2=True, where=f"POST {path}")
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
     return True
-
-
-_V2_HEADERS = frozenset({b"authorization", b"cache-control", b"x-request-key", b"content-encoding", _V2_HEADER_LENGTH})
 
 
 def _split3(middle: str) -> tuple[str, str, str]:

@@ -20,6 +20,7 @@ from modelreg.serving import Prediction
 from modelreg.serving.errors import InvalidInput, ModelFailed, ModelTimedOut, Overloaded
 from modelreg.serving.manager import VersionUnavailable
 from modelreg.serving.v2codec import V2BadRequest
+from modelreg.serving.v2infer import V2Answer
 
 log = logging.getLogger("modelreg.errors")
 
@@ -100,6 +101,17 @@ def prediction_headers(prediction: Prediction) -> Headers:
     return [(b"content-length", str(len(prediction.body)).encode()), _JSON,
             (b"x-model-version", str(prediction.version).encode()),
             (b"x-cache", prediction.cache_status.encode())]
+
+
+def v2_headers(answer: V2Answer) -> Headers:
+    """The headers of a V2 infer answer; binary outputs follow the JSON header, whose length they say."""
+    binary = answer.header_length is not None
+    raw: Headers = [(b"content-length", str(len(answer.body)).encode()),
+                    (b"content-type", b"application/octet-stream") if binary else _JSON,
+                    (b"x-model-version", str(answer.version).encode()), (b"x-cache", answer.cache_status.encode())]
+    if binary:
+        raw.append((b"inference-header-content-length", str(answer.header_length).encode()))
+    return raw
 
 
 def _json(content: dict[str, str]) -> bytes:

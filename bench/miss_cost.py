@@ -127,6 +127,7 @@ def main() -> None:
                         if profiler is not None and name == args.profile:
                             profiler.disable()
                 if profiler is not None:
+                    profiler.dump_stats(f"/tmp/miss_cost-{args.profile}.pstats")
                     out = io.StringIO()
                     stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
                     stats.print_stats(25)

@@ -107,9 +107,12 @@ def cast_numbers(array: np.ndarray, dtype: str, type_name: str) -> np.ndarray:
     if kind == "b":
         raise ValueError("got true/false")
     if target.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = array.astype(target)
-        if not np.all(np.isfinite(out)):
+        if array.dtype == target:  # float64 as parsed: nothing to cast (the array is the caller's own)
+            out = array
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = array.astype(target)
+        if not np.isfinite(out).all():
             raise ValueError(f"got a number out of range for {type_name}")
         return out
     info = np.iinfo(target)
@@ -143,40 +146,45 @@ def _decode_one(spec: TensorSpec, value: Any) -> np.ndarray:
     return _cast(spec, array)  # asarray and astype of nested lists are C-contiguous already
 
 
-def json_inputs(body: bytes, expected_body: str = '{"inputs": ...}') -> Any:
-    """The ``inputs`` field of a JSON request body; InvalidInput saying what to send otherwise."""
+def json_inputs(body: bytes, signature: Signature | None = None) -> Any:
+    """The ``inputs`` field of a JSON request body; InvalidInput saying what to send otherwise
+    (the body ``signature`` takes, when given)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON ({exc}); send {expected_body}") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise InvalidInput(f'request body has no "inputs" field; send {expected_body}')
+        raise InvalidInput(f"request body is not valid JSON ({exc}); send {_send(signature)}") from None
+    if type(payload) is not dict or "inputs" not in payload:
+        raise InvalidInput(f'request body has no "inputs" field; send {_send(signature)}')
     return payload["inputs"]
+
+
+def _send(signature: Signature | None) -> str:
+    # Built only for an error message: formatting it on every request showed in a miss's cost.
+    return '{"inputs": ...}' if signature is None else _body_shape(signature)
 
 
 def decode_json_inputs(body: bytes, signature: Signature) -> DecodedInputs:
     """Parse ``{"inputs": ...}`` and convert each input to its signature dtype and shape."""
-    expected_body = _body_shape(signature)
-    raw = json_inputs(body, expected_body)
-    if not signature.inputs:
+    raw = json_inputs(body, signature)
+    specs = signature.inputs
+    if not specs:
         raise InvalidInput("this model declares no inputs, so it cannot be called with a JSON payload")
-    specs = {s.name: s for s in signature.inputs}
-    named = isinstance(raw, dict)
-    if not named:
+    if type(raw) is not dict:  # unnamed: the one input's value
         if len(specs) > 1:
-            raise InvalidInput(f"this model takes {len(specs)} inputs ({', '.join(map(repr, specs))}); "
-                               f"send {expected_body}")
-        raw = {signature.inputs[0].name: raw}
-    missing = [n for n in specs if n not in raw]
-    unknown = [n for n in raw if n not in specs]
+            raise InvalidInput(f"this model takes {len(specs)} inputs ({', '.join(repr(s.name) for s in specs)}); "
+                               f"send {_body_shape(signature)}")
+        return DecodedInputs({specs[0].name: _decode_one(specs[0], raw)}, False)
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in raw]
+    unknown = [n for n in raw if n not in names]
     if missing or unknown:
         parts = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
             [f"unknown {', '.join(map(repr, unknown))}"] if unknown else []
         )
-        raise InvalidInput(f"inputs do not match the model ({'; '.join(parts)}); send {expected_body}")
-    arrays = {spec.name: _decode_one(spec, raw[spec.name]) for spec in signature.inputs}
+        raise InvalidInput(f"inputs do not match the model ({'; '.join(parts)}); send {_body_shape(signature)}")
+    arrays = {spec.name: _decode_one(spec, raw[spec.name]) for spec in specs}
     _check_batch(signature, arrays)
-    return DecodedInputs(arrays=arrays, named=named)
+    return DecodedInputs(arrays, True)
 
 
 def _check_batch(signature: Signature, arrays: Mapping[str, np.ndarray]) -> None:

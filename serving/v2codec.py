@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -35,8 +34,8 @@ class V2BadRequest(InvalidInput):
     """A V2 request that does not follow the protocol or the model's signature (HTTP 400)."""
 
 
-@dataclass(frozen=True)
-class V2Input:
+# NamedTuples rather than frozen dataclasses: two are built per request and a tuple builds in half the time.
+class V2Input(NamedTuple):
     """One input tensor as sent: JSON ``data`` or a ``binary`` slice of the body."""
 
     name: str
@@ -46,16 +45,14 @@ class V2Input:
     binary: memoryview | None = None
 
 
-@dataclass(frozen=True)
-class V2Output:
+class V2Output(NamedTuple):
     """One requested output; ``binary`` None means the request's default."""
 
     name: str
     binary: bool | None = None
 
 
-@dataclass(frozen=True)
-class V2Request:
+class V2Request(NamedTuple):
     """A parsed infer request: id, inputs, requested outputs (None: all) and the binary default."""
 
     id: str | None
@@ -84,61 +81,72 @@ def _binary_flag(where: str, parameters: Any) -> bool | None:
     return flag
 
 
-def _input(item: Any, raw: memoryview, offset: int, binary: bool) -> V2Input:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("datatype"), str):
+def _input(item: Any, raw: memoryview | None, offset: int) -> V2Input:
+    # Written out flat: it runs for every input of every request, so each helper call shows in a miss's cost.
+    if type(item) is not dict or type(name := item.get("name")) is not str \
+            or type(datatype := item.get("datatype")) is not str:
         raise V2BadRequest(f'each input needs "name", "datatype", "shape" and "data", got {str(item)[:100]}')
-    name, shape, params = item["name"], item.get("shape"), item.get("parameters") or {}
-    if not isinstance(shape, list) or not all(map(_int, shape)):
+    shape, params = item.get("shape"), item.get("parameters")
+    if type(shape) is not list or not all(map(_int, shape)):
         raise V2BadRequest(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    _binary_flag(f"input {name!r}", params)
-    size = params.get("binary_data_size")
+    size = None
+    if params:
+        _binary_flag(f"input {name!r}", params)
+        size = params.get("binary_data_size")
     if size is None:
         if "data" not in item:
             raise V2BadRequest(f'input {name!r} has neither "data" nor parameters.binary_data_size')
-        return V2Input(name, item["datatype"], tuple(shape), data=item["data"])
+        return V2Input(name, datatype, tuple(shape), item["data"])
     if "data" in item or not _int(size):
         raise V2BadRequest(f'input {name!r}: give either "data" or a non-negative binary_data_size, not both')
-    if not binary:
+    if raw is None:
         raise V2BadRequest(f"input {name!r} has binary_data_size, but the request has no "
                            "Inference-Header-Content-Length header to say where the JSON ends")
     if offset + size > len(raw):
         raise V2BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body "
                            f"({len(raw) - offset} bytes left after the JSON header and the inputs before it)")
-    return V2Input(name, item["datatype"], tuple(shape), binary=raw[offset:offset + size])
+    return V2Input(name, datatype, tuple(shape), binary=raw[offset:offset + size])
 
 
 def parse_request(body: bytes, header_length: str | None = None) -> V2Request:
     """Split the JSON header (``Inference-Header-Content-Length`` bytes) from the binary tensors, read both."""
-    view = memoryview(body)  # slices of a view: the binary tensors are not copied until they are decoded
-    split = len(body)
+    raw: memoryview | None = None  # the binary tensors: slices of a view, not copied until they are decoded
+    header: bytes | memoryview = body
     if header_length is not None:
         count = header_length.strip()
         if not (count.isascii() and count.isdigit()) or not 0 < int(count) <= len(body):
             raise V2BadRequest("Inference-Header-Content-Length must be a byte count between 1 and the "
                                f"body size ({len(body)}), got {header_length!r}")
-        split = int(count)
+        view = memoryview(body)
+        header, raw = view[:int(count)], view[int(count):]
     try:
-        payload = orjson.loads(view[:split])
+        payload = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise V2BadRequest(f"the request header is not valid JSON ({exc})") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
+    if type(payload) is not dict or type(items := payload.get("inputs")) is not list or not items:
         raise V2BadRequest('the request must be a JSON object with a non-empty "inputs" list '
                            'of {"name", "shape", "datatype", "data"}')
-    request_id, parameters = payload.get("id"), payload.get("parameters") or {}
+    request_id, parameters = payload.get("id"), payload.get("parameters")
     if request_id is not None and not isinstance(request_id, str):
         raise V2BadRequest(f'"id" must be a string, got {request_id!r}')
-    _binary_flag("the request", parameters)
-    if not isinstance(parameters.get("binary_data_output", False), bool):
-        raise V2BadRequest("parameters.binary_data_output must be true or false")
-    raw, inputs, offset = view[split:], [], 0
-    for item in payload["inputs"]:
-        inputs.append(_input(item, raw, offset, header_length is not None))
-        offset += len(inputs[-1].binary or b"")
-    if offset != len(raw):
+    binary_output = False
+    if parameters:
+        _binary_flag("the request", parameters)
+        binary_output = parameters.get("binary_data_output", False)
+        if not isinstance(binary_output, bool):
+            raise V2BadRequest("parameters.binary_data_output must be true or false")
+    offset = 0
+    inputs = []
+    for item in items:
+        tensor = _input(item, raw, offset)
+        if tensor.binary is not None:
+            offset += len(tensor.binary)
+        inputs.append(tensor)
+    if raw is not None and offset != len(raw):
         raise V2BadRequest(f"the body has {len(raw) - offset} bytes after the binary inputs; the inputs' "
                            "binary_data_size must add up to the bytes after the JSON header")
-    return V2Request(id=request_id, inputs=tuple(inputs), outputs=_outputs(payload.get("outputs")),
-                     binary_output=parameters.get("binary_data_output", False))
+    outputs = payload.get("outputs")
+    return V2Request(request_id, tuple(inputs), None if outputs is None else _outputs(outputs), binary_output)
 
 
 def _outputs(value: Any) -> tuple[V2Output, ...] | None:
@@ -154,21 +162,23 @@ def _outputs(value: Any) -> tuple[V2Output, ...] | None:
 
 def decode_request(request: V2Request, signature: Signature) -> dict[str, np.ndarray]:
     """Check inputs and requested outputs against the signature; the inputs as arrays of its dtypes."""
-    specs = {s.name: s for s in signature.inputs}
-    sent = [i.name for i in request.inputs]
-    missing, unknown = [n for n in specs if n not in sent], [n for n in sent if n not in specs]
-    if missing or unknown or len(set(sent)) != len(sent):
-        raise V2BadRequest(f"the model takes inputs {list(specs)}; got {sent}")
+    tensors, specs = request.inputs, signature.inputs
+    if not (len(tensors) == len(specs) == 1 and tensors[0].name == specs[0].name):  # one input: nothing to match
+        names, sent = [s.name for s in specs], [i.name for i in tensors]
+        if set(names) != set(sent) or len(set(sent)) != len(sent):
+            raise V2BadRequest(f"the model takes inputs {names}; got {sent}")
+        by_name = {i.name: i for i in tensors}
+        tensors = tuple(by_name[spec.name] for spec in specs)
     if request.outputs is not None and signature.outputs:
         known = [s.name for s in signature.outputs]
         wrong = [o.name for o in request.outputs if o.name not in known]
         if wrong:
             raise V2BadRequest(f"unknown output {', '.join(map(repr, wrong))}; the model has outputs {known}")
-    by_name = {i.name: i for i in request.inputs}
-    for spec in signature.inputs:  # every header first: no data is decoded for a request that cannot run
-        _check(spec, by_name[spec.name])
-    arrays = {spec.name: _decode(spec, by_name[spec.name]) for spec in signature.inputs}
-    if signature.batched and len({a.shape[0] for a in arrays.values()}) > 1:
+    pairs = tuple(zip(specs, tensors, strict=True))
+    for spec, tensor in pairs:  # every header first: no data is decoded for a request that cannot run
+        _check(spec, tensor)
+    arrays = {spec.name: _decode(spec, tensor) for spec, tensor in pairs}
+    if len(arrays) > 1 and signature.batched and len({a.shape[0] for a in arrays.values()}) > 1:
         # The batcher stacks and splits along axis 0, so every input must agree on its length.
         sizes = ", ".join(f"{n!r}: {a.shape[0]}" for n, a in arrays.items())
         raise V2BadRequest(f"inputs must share their first (batch) dimension, got {sizes}")
@@ -246,10 +256,18 @@ def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         raise V2BadRequest(f"{_expected(spec)}: {exc}") from None
 
 
+# Keyed by dtype, not by its name: ``dtype.name`` is computed in Python on every read.
+_DATATYPE_OF: dict[np.dtype, str] = {np.dtype(dtype): datatype for datatype, dtype in DATATYPES.items()
+                                     if dtype != "str"}
+
+
 def _datatype(name: str, array: np.ndarray) -> str:
+    found = _DATATYPE_OF.get(array.dtype)
+    if found is not None:
+        return found
     if array.dtype.kind in "OUS":
         return "BYTES"
-    found = TO_DATATYPE.get(array.dtype.name)
+    found = TO_DATATYPE.get(array.dtype.name)  # a non-native byte order
     if found is None:  # the model broke its own signature: the server's fault, not the client's
         raise ServingError(f"output {name!r} has dtype {array.dtype}, which the V2 protocol cannot carry")
     return found
@@ -278,27 +296,28 @@ def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:
 def encode_response(request: V2Request, model: str, version: int,
                     outputs: Mapping[str, np.ndarray]) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it (else None)."""
-    wanted = request.outputs if request.outputs is not None else tuple(V2Output(n) for n in outputs)
+    wanted: Any = outputs if request.outputs is None else request.outputs
     described: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for want in wanted:
-        if want.name not in outputs:
-            raise V2BadRequest(f"unknown output {want.name!r}; the model has outputs {list(outputs)}")
-        array = np.asarray(outputs[want.name])
-        datatype = _datatype(want.name, array)
-        entry: dict[str, Any] = {"name": want.name, "datatype": datatype, "shape": list(array.shape)}
-        if request.binary_output if want.binary is None else want.binary:
+        name, binary = (want, None) if request.outputs is None else (want.name, want.binary)
+        if name not in outputs:
+            raise V2BadRequest(f"unknown output {name!r}; the model has outputs {list(outputs)}")
+        array = np.asarray(outputs[name])
+        datatype = _datatype(name, array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if request.binary_output if binary is None else binary:
             chunks.append(_raw(array, datatype))
             entry["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
-            entry["data"] = _json_data(want.name, array, datatype)
+            entry["data"] = _json_data(name, array, datatype)
         described.append(entry)
     head: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request.id is not None:
         head["id"] = request.id
     head["outputs"] = described
     body = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY, default=json_default)
-    if not any("parameters" in entry for entry in described):
+    if not chunks:
         return body, None
     return b"".join([body, *chunks]), len(body)
 
