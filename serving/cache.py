@@ -71,12 +71,6 @@ return 0
 """
 
 
-class _Refused:
-    """Redis answered the script with an error (scripts disabled, an ACL): ask in two steps."""
-
-
-_REFUSED = _Refused()
-
 
 @dataclass
 class CacheStats:
@@ -306,11 +300,22 @@ class PredictionCache:
 
     async def _read_or_lease(self, key: str, name: str, token: str) -> tuple[bytes | None, Decision]:
         """The value from Redis, or what one round trip decided about the lease ``name``."""
-        if self._script is not None:
-            found = await self._call(partial(self._run_script, key, name, token))
-            if isinstance(found, _Unavailable):
+        script = self._script
+        if script is not None:
+            # ``_call`` written out: every miss passes here, and its closure and two coroutine layers
+            # showed in what the cache costs a miss.
+            if not self._breaker.allow():
                 return None, "no-redis"
-            if not isinstance(found, _Refused):
+            before = self._breaker.state
+            try:
+                found = await script([key, name], [token, self._lease_ms])
+            except Exception as exc:
+                if not self._refuses_scripts(exc):
+                    self._failed(exc, before)
+                    return None, "no-redis"
+                self._answered(before)
+            else:
+                self._answered(before)
                 if isinstance(found, list):
                     hit = cast(bytes, found[0])
                     self._remember(key, hit, int(found[1]))  # the first level keeps it as long as Redis would
@@ -319,20 +324,17 @@ class PredictionCache:
         value, redis_ok = await self._read(key)
         return value, "ask" if redis_ok else "no-redis"
 
-    async def _run_script(self, key: str, name: str, token: str) -> Any:
-        try:
-            assert self._script is not None
-            return await self._script([key, name], [token, self._lease_ms])
-        except (NoPermissionError, NoScriptError, ResponseError) as exc:
-            # Scripts refused for good (an ACL, EVAL renamed away, a proxy without it): ask in two steps
-            # from now on. Anything else (OOM, a read-only replica, a cluster resharding) passes, as any
-            # other Redis error does, to the breaker.
-            if not isinstance(exc, (NoPermissionError, NoScriptError)) and "unknown command" not in str(exc).lower():
-                raise
-            if self._script is not None:
-                log.warning("Redis refused the read-or-lease script (%s); misses ask in two round trips", exc)
-                self._script = None
-            return _REFUSED
+    def _refuses_scripts(self, exc: Exception) -> bool:
+        """Whether ``exc`` says Redis refuses scripts for good (then misses ask in two steps from now on)."""
+        # An ACL, EVAL renamed away, a proxy without it. Anything else (OOM, a read-only replica, a
+        # cluster resharding) passes, as any other Redis error does, to the breaker.
+        if not isinstance(exc, (NoPermissionError, NoScriptError)) and not (
+                isinstance(exc, ResponseError) and "unknown command" in str(exc).lower()):
+            return False
+        if self._script is not None:
+            log.warning("Redis refused the read-or-lease script (%s); misses ask in two round trips", exc)
+            self._script = None
+        return True
 
     async def _read(self, key: str) -> tuple[bytes | None, bool]:
         """The value from Redis (local copies were asked already) and whether Redis answered."""
@@ -515,24 +517,32 @@ class PredictionCache:
         try:
             result = await op()
         except Exception as exc:  # Redis holds only disposable data: no failure may reach a request
-            # A request cancelled mid-call (its client went away) is not a Redis failure: it must
-            # neither trip the breaker nor go on as if the call had merely failed.
-            reraise_if_cancelled(exc)
-            self.stats.errors += 1
-            self._breaker.record_failure()
-            if not isinstance(exc, (RedisError, OSError)):
-                log.exception("unexpected error from the Redis client; serving uncached")
-            elif before == "closed" and self._breaker.state == "open":
-                log.warning("Redis unavailable (%s: %s); serving uncached while the breaker is open",
-                            type(exc).__name__, exc)
-            else:
-                log.debug("Redis call failed: %r", exc)
+            self._failed(exc, before)
             return _UNAVAILABLE
+        self._answered(before)
+        return result
+
+    def _failed(self, exc: Exception, before: str) -> None:
+        """Count a failed Redis call (the breaker may open); re-raise it as the cancel it may hide."""
+        # A request cancelled mid-call (its client went away) is not a Redis failure: it must
+        # neither trip the breaker nor go on as if the call had merely failed.
+        reraise_if_cancelled(exc)
+        self.stats.errors += 1
+        self._breaker.record_failure()
+        if not isinstance(exc, (RedisError, OSError)):
+            log.exception("unexpected error from the Redis client; serving uncached", exc_info=exc)
+        elif before == "closed" and self._breaker.state == "open":
+            log.warning("Redis unavailable (%s: %s); serving uncached while the breaker is open",
+                        type(exc).__name__, exc)
+        else:
+            log.debug("Redis call failed: %r", exc)
+
+    def _answered(self, before: str) -> None:
+        """Count a Redis call that answered (the breaker may close)."""
         raise_if_cancel_swallowed()
         self._breaker.record_success()
         if before == "half_open":
             log.info("Redis answers again; cache resumed")
-        return result
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
