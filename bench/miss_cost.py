@@ -3,6 +3,7 @@ against cache off (TTL 0), in-process, with a real Redis.
 
     taskset -c 0 python bench/miss_cost.py                     # a small MLP, 32 concurrent clients
     taskset -c 0 python bench/miss_cost.py --profile on        # + cProfile of the cache-on rounds (top 25)
+    taskset -c 0 python bench/miss_cost.py --profile v2 --profile-out /tmp/v2.pstats   # + the pstats, to diff
     taskset -c 0 python bench/miss_cost.py --mlp issue --requests 2000 --rounds 9   # issue 12's MLP: the goal's ratio
 
 No HTTP server and no wrk: 32 coroutines call the app directly, each body 512 floats that no other
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000, help="per round and model")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", choices=list(ROUTES), help="cProfile the rounds of one route")
+    parser.add_argument("--profile-out", type=Path,
+                        help="also write the profile's pstats there (two routes' files diff with pstats)")
     parser.add_argument("--mlp", choices=["small", "issue"], default="small",
                         help="small: 512-64-16 (what is not the model shows); issue: issue 12's 512-4096-4096-16")
     args = parser.parse_args()
@@ -127,7 +130,8 @@ def main() -> None:
                         if profiler is not None and name == args.profile:
                             profiler.disable()
                 if profiler is not None:
-                    profiler.dump_stats(f"/tmp/miss_cost-{args.profile}.pstats")
+                    if args.profile_out is not None:
+                        profiler.dump_stats(args.profile_out)
                     out = io.StringIO()
                     stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
                     stats.print_stats(25)
