@@ -17,6 +17,8 @@ route, which inflates it off the event loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -63,27 +65,18 @@ class FastPath:
         # What the metrics middleware would have read from the matched route.
         scope["modelreg.route"] = route
         scope["path_params"] = {"name": name}
-        authorization: str | None = None
-        cache_control: str | None = None
-        request_key: str | None = None  # X-Request-Key: which traffic-split arm (issue 13), sticky
-        for header, value in scope["headers"]:  # the first of each, as Starlette's headers.get does
-            if header == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-            elif header == b"cache-control" and cache_control is None:
-                cache_control = value.decode("latin-1")
-            elif header == b"x-request-key" and request_key is None:
-                request_key = value.decode("latin-1")
+        asked = _asked(scope["headers"])
         try:
             if services.auth.predict_auth:
-                await services.auth.check_predict(authorization)
+                await services.auth.check_predict(asked.authorization)
             body = await _read_body(receive)
             if body is None:  # the client left mid-body; nobody reads this, the metrics do
                 log.info("client closed the connection before sending the whole body of POST %s", path)
                 status, headers, body = client_gone(v2=False)
             else:
-                control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
+                control = _control(asked.cache_control)
                 answer = await services.serving.predict(name, body, version=version, alias=alias, control=control,
-                                                        request_key=request_key)
+                                                        request_key=asked.request_key)
                 status, headers, body = 200, prediction_headers(answer), answer.body
                 scope[MODEL_KNOWN] = True  # it answered: the metrics need not ask the manager again
         except Exception as exc:
@@ -120,8 +113,44 @@ async def _v2_infer(scope: Scope, receive: Receive, send: Send, path: str) -> bo
     if target is None or services is None:
         return False
     name, version, _, _ = target
+    asked = _asked(scope["headers"])
+    if asked.encoded:
+        return False  # inflating is CPU work the route does in a thread
+    scope["modelreg.route"] = V2_ROUTE if version is None else V2_VERSION_ROUTE
+    scope["path_params"] = {"name": name}
+    try:
+        if services.auth.predict_auth:
+            await services.auth.check_predict(asked.authorization)
+        body = await _read_body(receive)
+        if body is None:
+            log.info("client closed the connection before sending the whole body of POST %s", path)
+            status, raw, body = client_gone(v2=True)
+        else:
+            answer = await infer_v2(services.serving, name, body, asked.header_length, version=version,
+                                    control=_control(asked.cache_control), request_key=asked.request_key)
+            status, raw, body = 200, v2_headers(answer), answer.body
+            scope[MODEL_KNOWN] = True
+    except Exception as exc:
+        status, raw, body = render(exc, v2=True, where=f"POST {path}")
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+    return True
+
+
+class _Asked(NamedTuple):
+    """The request headers the fast path reads: the first of each, as Starlette's headers.get gives."""
+
+    authorization: str | None
+    cache_control: str | None
+    request_key: str | None  # X-Request-Key: which traffic-split arm (issue 13), sticky
+    header_length: str | None  # V2's Inference-Header-Content-Length
+    encoded: bool  # a Content-Encoding: the body must be inflated first
+
+
+def _asked(headers: Iterable[tuple[bytes, bytes]]) -> _Asked:
     authorization = cache_control = request_key = header_length = None
-    for header, value in scope["headers"]:  # the first of each, as Starlette's headers.get does
+    encoded = False
+    for header, value in headers:
         if header == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
         elif header == b"cache-control" and cache_control is None:
@@ -131,27 +160,12 @@ async def _v2_infer(scope: Scope, receive: Receive, send: Send, path: str) -> bo
         elif header == _V2_HEADER_LENGTH and header_length is None:
             header_length = value.decode("latin-1")
         elif header == b"content-encoding":
-            return False  # inflating is CPU work the route does in a thread
-    scope["modelreg.route"] = V2_ROUTE if version is None else V2_VERSION_ROUTE
-    scope["path_params"] = {"name": name}
-    try:
-        if services.auth.predict_auth:
-            await services.auth.check_predict(authorization)
-        body = await _read_body(receive)
-        if body is None:
-            log.info("client closed the connection before sending the whole body of POST %s", path)
-            status, raw, body = client_gone(v2=True)
-        else:
-            control = _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
-            answer = await infer_v2(services.serving, name, body, header_length, version=version,
-                                    control=control, request_key=request_key)
-            status, raw, body = 200, v2_headers(answer), answer.body
-            scope[MODEL_KNOWN] = True
-    except Exception as exc:
-        status, raw, body = render(exc, v2=True, where=f"POST {path}")
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-    return True
+            encoded = True
+    return _Asked(authorization, cache_control, request_key, header_length, encoded)
+
+
+def _control(cache_control: str | None) -> CacheControl:
+    return _DEFAULT_CONTROL if cache_control is None else CacheControl.parse(cache_control)
 
 
 def _split3(middle: str) -> tuple[str, str, str]:
