@@ -145,8 +145,7 @@ def parse_request(body: bytes, header_length: str | None = None) -> V2Request:
     if raw is not None and offset != len(raw):
         raise V2BadRequest(f"the body has {len(raw) - offset} bytes after the binary inputs; the inputs' "
                            "binary_data_size must add up to the bytes after the JSON header")
-    outputs = payload.get("outputs")
-    return V2Request(request_id, tuple(inputs), None if outputs is None else _outputs(outputs), binary_output)
+    return V2Request(request_id, tuple(inputs), _outputs(payload.get("outputs")), binary_output)
 
 
 def _outputs(value: Any) -> tuple[V2Output, ...] | None:
@@ -296,11 +295,10 @@ def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:
 def encode_response(request: V2Request, model: str, version: int,
                     outputs: Mapping[str, np.ndarray]) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it (else None)."""
-    wanted: Any = outputs if request.outputs is None else request.outputs
+    wanted = request.outputs if request.outputs is not None else [V2Output(n) for n in outputs]
     described: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for want in wanted:
-        name, binary = (want, None) if request.outputs is None else (want.name, want.binary)
+    for name, binary in wanted:
         if name not in outputs:
             raise V2BadRequest(f"unknown output {name!r}; the model has outputs {list(outputs)}")
         array = np.asarray(outputs[name])
