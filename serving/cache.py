@@ -13,10 +13,11 @@ kept): then every waiter computes for itself, as no shared value is coming. Ever
 (``max_wait_ms``, the inference timeout), so a stuck peer costs time, never a hang.
 
 A miss costs one round trip before its computation: one Lua script (``READ_OR_LEASE``, EVALSHA,
-loaded again on NOSCRIPT) answers the value or takes the lease; the write-back is a pipeline in
-the background. Both go out with the other misses of their loop turn, on connections of their own
-(``redis_pipe.PipeChannel``) except on a Cluster. The embedded default (and a Redis that refuses
-scripts) asks in two steps.
+loaded again on NOSCRIPT) answers the value or takes the lease; the write-back (``WRITE_BACK``) is
+sent in the background. Each goes out with the other misses of its loop turn, as one command for
+them all on a connection of its own (``script_batch``, ``redis_pipe.PipeChannel``), except on a
+Cluster (a redis-py pipeline there). The embedded default (and a Redis that refuses scripts) asks
+in two steps and writes with plain SETs.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ if value then return {value, redis.call('PTTL', KEYS[1])} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """
+
+# The write-back of one value, run for each value of a batch by ``ScriptBatch.run`` (one command).
+WRITE_BACK = "return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) and 1"
 
 
 
@@ -146,7 +150,9 @@ class PredictionCache:
         # Write-behind: the values computed in one turn of the event loop (a batch's worth) go to
         # Redis in one pipeline, not one round trip each.
         self._writes: dict[str, tuple[bytes, int]] = {}
-        self._write_channel = PipeChannel.of(redis)  # None on a Cluster: redis-py splits its pipelines
+        # One server or Sentinel: one command per batch on a connection of its own. A Cluster: one
+        # redis-py pipeline of SETs (it splits it by node).
+        self._writer = ScriptBatch(redis, WRITE_BACK) if PipeChannel.serves(redis) else None
         self._flusher: asyncio.Task[None] | None = None
         self.stats = CacheStats()
 
@@ -256,7 +262,32 @@ class PredictionCache:
                                    max_value_bytes: int | None) -> tuple[bytes, CacheStatus]:
         """Redis's value, else compute under the lease the same round trip took (or wait for its holder)."""
         lease = lease_key(key), f"{self._token_prefix}{next(self._token_numbers):x}"
-        value, decision = await self._read_or_lease(key, *lease)
+        script = self._script
+        if script is None:
+            value, decision = await self._read_then_ask(key)
+        elif not self._breaker.allow():
+            return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, None)
+        else:
+            # ``_call`` written out, and the common miss (lease taken) computed from here: every miss
+            # passes this way, and each closure and coroutine layer showed in what the cache costs it.
+            before = self._breaker.state
+            try:
+                found = await script([key, lease[0]], [lease[1], self._lease_ms])
+            except Exception as exc:
+                if not self._refuses_scripts(exc):
+                    self._failed(exc, before)
+                    return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, None)
+                self._answered(before)
+                value, decision = await self._read_then_ask(key)
+            else:
+                self._answered(before)
+                if found == 1:
+                    return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease)
+                if isinstance(found, list):
+                    hit = cast(bytes, found[0])
+                    self._remember(key, hit, int(found[1]))  # the first level keeps it as long as Redis would
+                    return hit, "hit"
+                value, decision = None, "held"
         if value is not None:
             return value, "hit"
         return await self._lease_and_fill(key, compute, ttl_seconds, max_value_bytes, lease, decision)
@@ -293,43 +324,20 @@ class PredictionCache:
 
     async def close(self) -> None:
         """Close the cache's own connections (after ``drain``; the client's pool is the caller's)."""
-        if self._write_channel is not None:
-            await self._write_channel.close()
+        if self._writer is not None:
+            await self._writer.close()
         if self._script is not None:
             await self._script.close()
 
-    async def _read_or_lease(self, key: str, name: str, token: str) -> tuple[bytes | None, Decision]:
-        """The value from Redis, or what one round trip decided about the lease ``name``."""
-        script = self._script
-        if script is not None:
-            # ``_call`` written out: every miss passes here, and its closure and two coroutine layers
-            # showed in what the cache costs a miss.
-            if not self._breaker.allow():
-                return None, "no-redis"
-            before = self._breaker.state
-            try:
-                found = await script([key, name], [token, self._lease_ms])
-            except Exception as exc:
-                if not self._refuses_scripts(exc):
-                    self._failed(exc, before)
-                    return None, "no-redis"
-                self._answered(before)
-            else:
-                self._answered(before)
-                if isinstance(found, list):
-                    hit = cast(bytes, found[0])
-                    self._remember(key, hit, int(found[1]))  # the first level keeps it as long as Redis would
-                    return hit, "taken"  # unused: a hit takes no lease
-                return None, "taken" if found == 1 else "held"
+    async def _read_then_ask(self, key: str) -> tuple[bytes | None, Decision]:
+        """Without the script (the embedded store, a Redis that refuses scripts): the value from Redis,
+        and "ask" for the lease next when there is none."""
         value, redis_ok = await self._read(key)
         return value, "ask" if redis_ok else "no-redis"
 
     def _refuses_scripts(self, exc: Exception) -> bool:
         """Whether ``exc`` says Redis refuses scripts for good (then misses ask in two steps from now on)."""
-        # An ACL, EVAL renamed away, a proxy without it. Anything else (OOM, a read-only replica, a
-        # cluster resharding) passes, as any other Redis error does, to the breaker.
-        if not isinstance(exc, (NoPermissionError, NoScriptError)) and not (
-                isinstance(exc, ResponseError) and "unknown command" in str(exc).lower()):
+        if not _refusal(exc):
             return False
         if self._script is not None:
             log.warning("Redis refused the read-or-lease script (%s); misses ask in two round trips", exc)
@@ -482,13 +490,17 @@ class PredictionCache:
                     self._forget_pending(key, value)
 
     async def _set_many(self, batch: Mapping[str, tuple[bytes, int]]) -> None:
-        if self._write_channel is not None:
-            replies = await self._write_channel.execute([("SET", key, value, "EX", ttl_seconds)
-                                                         for key, (value, ttl_seconds) in batch.items()])
+        writer = self._writer
+        if writer is not None:
+            replies = await writer.run([[key] for key in batch],
+                                       [[value, ttl_seconds] for value, ttl_seconds in batch.values()])
             failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
-            if failed is not None:  # OOM, say: as redis-py's pipeline would, the first error is the call's
+            if failed is None:
+                return
+            if not _refusal(failed):  # OOM, say: as redis-py's pipeline would, the first error is the call's
                 raise failed
-            return
+            log.warning("Redis refused the write-back script (%s); values are written by plain SETs", failed)
+            self._writer = None
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, (value, ttl_seconds) in batch.items():
                 pipe.set(key, value, ex=ttl_seconds)
@@ -554,6 +566,13 @@ class PredictionCache:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("cache background task failed", exc_info=task.exception())
+
+
+def _refusal(exc: Exception) -> bool:
+    """Whether ``exc`` says Redis refuses scripts for good: an ACL, EVAL renamed away, a proxy without it.
+    Anything else (OOM, a read-only replica, a cluster resharding) is an error like any other."""
+    return isinstance(exc, (NoPermissionError, NoScriptError)) or (
+        isinstance(exc, ResponseError) and "unknown command" in str(exc).lower())
 
 
 def _pending_cost(key: str, value: bytes) -> int:

@@ -45,9 +45,12 @@ class PipeChannel:
     @classmethod
     def of(cls, client: Any) -> PipeChannel | None:
         """A channel to ``client``'s server, or None where pipelines must go through redis-py."""
-        if isinstance(client, aioredis.Redis) and not isinstance(client, FakeRedis):
-            return cls(client)
-        return None
+        return cls(client) if cls.serves(client) else None
+
+    @staticmethod
+    def serves(client: Any) -> bool:
+        """Whether ``PipeChannel.of(client)`` gives a channel (one server or Sentinel, not the embedded fake)."""
+        return isinstance(client, aioredis.Redis) and not isinstance(client, FakeRedis)
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` in one write and read one reply for each."""

@@ -20,11 +20,14 @@ from tests.serving.test_cache import Model, close, key_for, new_cache
 
 class RoundTrips:
     """What ``cache`` sends to Redis, one entry per round trip: the names of its commands (a script
-    call is one command, a pipeline several), through redis-py or the cache's own pipe channels.
-    While ``gate`` is set and not open, a write-back (a pipeline) waits for it."""
+    call is one command, a pipeline several) through redis-py; on the cache's own channels, where one
+    command carries the script calls of a whole batch, one name per call (``read-or-lease``,
+    ``write-back``), and ``wire`` counts the commands each round trip really sent.
+    While ``gate`` is set and not open, a write-back waits for it."""
 
     def __init__(self, cache: PredictionCache, gate: asyncio.Event | None = None) -> None:
         self.sent: list[tuple[str, ...]] = []
+        self.wire: list[int] = []
         self.gate = gate
         client: Any = cache._redis
         send, pipeline = client.execute_command, client.pipeline
@@ -47,17 +50,19 @@ class RoundTrips:
             return pipe
 
         client.execute_command, client.pipeline = counted, counted_pipeline
-        script = cache._script._channel if isinstance(cache._script, ScriptBatch) else None
-        for channel, gated in ((cache._write_channel, True), (script, False)):
-            if channel is not None:
-                self._watch(channel, gated)
+        for batch, label in ((cache._writer, "write-back"), (cache._script, "read-or-lease")):
+            if isinstance(batch, ScriptBatch) and batch._channel is not None:
+                self._watch(batch._channel, label)
 
-    def _watch(self, channel: PipeChannel, gated: bool) -> None:
+    def _watch(self, channel: PipeChannel, label: str) -> None:
         execute = channel.execute
 
         async def counted(commands: Any) -> Any:
-            self.sent.append(tuple(str(command[0]) for command in commands))
-            if gated and self.gate is not None:
+            # EVALSHA sha numkeys keys... calls keys-per-call args-per-call args...
+            calls = sum(int(command[3 + int(command[2])]) for command in commands)
+            self.sent.append((label,) * calls)
+            self.wire.append(len(commands))
+            if label == "write-back" and self.gate is not None:
                 await self.gate.wait()
             return await execute(commands)
 
@@ -90,14 +95,14 @@ def test_a_miss_asks_redis_once_before_computing_and_writes_back_behind_the_answ
         # The write-back cannot finish until the gate opens: the answer must not wait for it.
         value, status = await asyncio.wait_for(cache.get_or_compute(other, compute, ttl_seconds=60), 2)
         assert (value, status) == (b"second", "miss")
-        assert seen == [1] and trips.sent[0] == ("EVALSHA",)  # hit-or-lease in one script
-        assert trips.sent[1:] in ([], [("SET",)])  # the write-back: not sent yet, or held at the gate
+        assert seen == [1] and trips.sent[0] == ("read-or-lease",)  # hit-or-lease in one script
+        assert trips.sent[1:] in ([], [("write-back",)])  # the write-back: not sent yet, or held at the gate
         raw = aioredis.Redis.from_url(redis_url)
         assert await raw.get(other) is None  # not written yet
         assert await cache.get_or_compute(other, Model(b"never"), ttl_seconds=60) == (b"second", "hit")  # held here
         trips.gate.set()
         await cache.drain()
-        assert trips.sent == [("EVALSHA",), ("SET",)]  # then one pipelined SET
+        assert trips.sent == [("read-or-lease",), ("write-back",)] and trips.wire == [1, 1]  # then the write
         assert await raw.get(other) == b"second" and 0 < await raw.ttl(other) <= 60
         await raw.aclose()
         await close(cache)
@@ -146,15 +151,22 @@ def test_a_redis_that_refuses_scripts_gets_the_same_answers_in_two_round_trips(
     async def scenario() -> None:
         cache = new_cache(redis_url, first_level=FirstLevel())
 
-        async def refused(*_: Any) -> Any:
-            raise NoPermissionError("this user has no permissions to run the 'evalsha' command")
+        refusal = NoPermissionError("this user has no permissions to run the 'evalsha' command")
 
-        cache._script = refused
+        async def refused(*_: Any) -> Any:
+            raise refusal
+
+        async def refused_each(keys: list[list[str]], _: Any) -> list[Any]:  # ScriptBatch.run's answers
+            return [refusal] * len(keys)
+
+        assert cache._writer is not None
+        cache._script, cache._writer.run = refused, refused_each  # type: ignore[assignment, method-assign]
         key, model = key_for(key_prefix), Model(b"computed")
         assert await cache.get_or_compute(key, model, ttl_seconds=60) == (b"computed", "miss")
         assert cache._script is None  # asked once, then never again
-        assert cache.breaker_state == "closed" and cache.stats.errors == 0  # a refusal is no outage
         await cache.drain()  # its write-back is not the next miss's to count
+        assert cache._writer is None  # the write-back too
+        assert cache.breaker_state == "closed" and cache.stats.errors == 0  # a refusal is no outage
         trips = RoundTrips(cache)
         other = key_for(key_prefix, "d2")
         assert await cache.get_or_compute(other, Model(b"two"), ttl_seconds=60) == (b"two", "miss")
@@ -182,7 +194,7 @@ def test_a_burst_of_identical_misses_on_one_replica_sends_one_script_and_holds_t
         waiting = asyncio.create_task(other.get_or_compute(key, elsewhere, ttl_seconds=60))
         results = await asyncio.wait_for(asyncio.gather(*burst), 2)
         assert sorted(status for _, status in results) == ["coalesced"] * 19 + ["miss"]
-        assert [sent for sent in trips.sent if "EVALSHA" in sent] == [("EVALSHA",)]  # one script for the twenty
+        assert [sent for sent in trips.sent if "read-or-lease" in sent] == [("read-or-lease",)]  # one for the twenty
         assert await asyncio.wait_for(waiting, 2) == (b"value", "coalesced")
         assert (model.calls, elsewhere.calls) == (1, 0)
         # Warm now: a burst on another replica with nothing held there is one script and all hits.
@@ -211,8 +223,8 @@ def test_distinct_misses_of_one_loop_turn_ask_redis_in_one_pipeline_and_each_get
         assert answers[0] == (b"cached before", "hit") and models[0].calls == 0
         assert answers[1:] == [(f"value {i}".encode(), "miss") for i in range(1, 16)]
         await cache.drain()
-        # Two round trips in all: the sixteen scripts in one pipeline, the fifteen values in another.
-        assert trips.sent == [("EVALSHA",) * 16, ("SET",) * 15]
+        # Two round trips of one command each: the sixteen reads in one, the fifteen values in another.
+        assert trips.sent == [("read-or-lease",) * 16, ("write-back",) * 15] and trips.wire == [1, 1]
         await close(cache)
 
     run(scenario)
