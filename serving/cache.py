@@ -183,6 +183,11 @@ class PredictionCache:
             self.stats.first_level_hits += 1
         return value
 
+    def link(self, alias: str, key: str, value: bytes | None = None) -> None:
+        """First level only: ``peek(alias)`` answers ``value`` (default: ``key``'s) while ``key``'s entry lives."""
+        if self._first_level is not None:
+            self._first_level.link(alias, key, value)
+
     async def get_or_compute(
         self,
         key: str,
@@ -194,36 +199,24 @@ class PredictionCache:
         max_value_bytes: int | None = None,
     ) -> tuple[bytes, CacheStatus]:
         """The cached value for ``key``, or ``compute()``'s, stored for ``ttl_seconds``."""
-        return await self._get_or_compute(key, compute, ttl_seconds, read, write, max_value_bytes)
-
-    def link(self, alias: str, key: str, value: bytes | None = None) -> None:
-        """First level only: ``peek(alias)`` answers ``value`` (default: ``key``'s) while ``key``'s entry lives."""
-        if self._first_level is not None:
-            self._first_level.link(alias, key, value)
-
-    async def _get_or_compute(
-        self,
-        key: str,
-        compute: Callable[[], Awaitable[bytes]],
-        ttl_seconds: int,
-        read: bool,
-        write: bool,
-        max_value_bytes: int | None,
-    ) -> tuple[bytes, CacheStatus]:
         if ttl_seconds <= 0 or not (read or write):
             self.stats.bypass += 1
             return await compute(), "bypass"
-        local = self._local(key) if read else None
-        if local is not None:
-            self.stats.hits += 1
-            return local, "hit"
+        if read:
+            local = self._pending.get(key)  # written a moment ago, the write still in flight
+            if local is None and self._first_level is not None:
+                local = self._first_level.get(key)
+                if local is not None:
+                    self.stats.first_level_hits += 1
+            if local is not None:
+                self.stats.hits += 1
+                return local, "hit"
         if read and write:
             # One flight per key here, from the read on: a burst of identical requests costs one
             # round trip, and only this flight's read may take the lease, so no two requests of this
             # replica ever hold and wait on one lease. Joiners of a flight that found the value hit too.
             (value, status), joined = await self._flights.run(
-                flight_key(key, True, True), lambda: self._read_lease_and_fill(key, compute, ttl_seconds,
-                                                                                max_value_bytes))
+                flight_key(key, True, True), self._read_lease_and_fill, key, compute, ttl_seconds, max_value_bytes)
             return value, self._count("coalesced" if joined and status != "hit" else status)
         if read:
             found, _ = await self._read(key)
@@ -233,8 +226,8 @@ class PredictionCache:
         # no-cache or no-store: no lease (this request would not share or keep a value); requests
         # that may not read or may not write must not share a flight with those that do.
         (computed, status), joined = await self._flights.run(
-            flight_key(key, read, write),
-            lambda: self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease=None, write=write))
+            flight_key(key, read, write), self._compute_and_store, key, compute, ttl_seconds, max_value_bytes, None,
+            write)
         return computed, self._count("coalesced" if joined else status)
 
     def _count(self, status: CacheStatus) -> CacheStatus:
@@ -245,18 +238,6 @@ class PredictionCache:
         else:
             self.stats.misses += 1
         return status
-
-    def _local(self, key: str) -> bytes | None:
-        """A value this process holds: written a moment ago (write still in flight) or in the first level."""
-        pending = self._pending.get(key)
-        if pending is not None:
-            return pending
-        if self._first_level is not None:
-            value = self._first_level.get(key)
-            if value is not None:
-                self.stats.first_level_hits += 1
-                return value
-        return None
 
     async def _read_lease_and_fill(self, key: str, compute: Callable[[], Awaitable[bytes]], ttl_seconds: int,
                                    max_value_bytes: int | None) -> tuple[bytes, CacheStatus]:
@@ -280,7 +261,11 @@ class PredictionCache:
                 self._answered(before)
                 value, decision = await self._read_then_ask(key)
             else:
-                self._answered(before)
+                # Not ``_answered``: a cancel cannot be swallowed here, the script's answer is this
+                # cache's own future (a cancelled request raises at its await).
+                self._breaker.record_success()
+                if before == "half_open":
+                    log.info("Redis answers again; cache resumed")
                 if found == 1:
                     return await self._compute_and_store(key, compute, ttl_seconds, max_value_bytes, lease)
                 if isinstance(found, list):
@@ -390,11 +375,12 @@ class PredictionCache:
 
     def _queue_write(self, key: str, value: bytes, ttl_seconds: int) -> bool:
         """Queue ``key``'s write-behind; False when the pending budget is full (the value is not written)."""
-        cost = _pending_cost(key, value)
+        cost = len(value) + len(key) + ENTRY_OVERHEAD  # _pending_cost, written out (every miss)
         if self._pending_bytes + cost > self._max_pending_bytes:
             self.stats.writes_dropped += 1
             return False
-        self._forget_pending(key)
+        if key in self._pending:
+            self._forget_pending(key)
         self._pending[key] = value
         self._pending_bytes += cost
         self._writes[key] = (value, ttl_seconds)
@@ -486,8 +472,11 @@ class PredictionCache:
             try:
                 await self._call(partial(self._set_many, batch))
             finally:
+                pending = self._pending
                 for key, (value, _) in batch.items():
-                    self._forget_pending(key, value)
+                    if pending.get(key) is value:  # _forget_pending, written out (every miss)
+                        del pending[key]
+                        self._pending_bytes -= len(value) + len(key) + ENTRY_OVERHEAD
 
     async def _set_many(self, batch: Mapping[str, tuple[bytes, int]]) -> None:
         writer = self._writer

@@ -231,11 +231,21 @@ def parse_prediction_key(key: str | bytes) -> tuple[str, int, int] | None:
 
 def lease_key(prediction_key: str) -> str:
     """The short-lived lease that says one replica is computing ``prediction_key`` (same hash tag, same slot)."""
-    parts = _split(prediction_key)
-    if parts is None or parts[1] != _PREDICTION:
-        raise ValueError(f"{prediction_key!r} is not a prediction key")
-    parts[1] = _LEASE
-    return ":".join(parts)
+    # Every miss asks: the lease prefix of each key prefix (one per live version) is worked out once.
+    key_prefix, _, digest = prediction_key.rpartition(":")
+    found = _LEASE_PREFIXES.get(key_prefix)
+    if found is None:
+        parts = _split(prediction_key)
+        if parts is None or parts[1] != _PREDICTION:
+            raise ValueError(f"{prediction_key!r} is not a prediction key")
+        parts[1] = _LEASE
+        if len(_LEASE_PREFIXES) >= 10_000:  # old generations pile up over a long life
+            _LEASE_PREFIXES.clear()
+        found = _LEASE_PREFIXES[key_prefix] = ":".join(parts[:-1]) + ":"
+    return found + digest
+
+
+_LEASE_PREFIXES: dict[str, str] = {}
 
 
 def events_channel(prefix: str) -> str:

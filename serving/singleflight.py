@@ -38,38 +38,39 @@ class SingleFlight:
         """Whether a computation for ``key`` is under way (joining it needs no other lookup)."""
         return key in self._flights
 
-    async def run(self, key: str, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """Result of ``fn`` (or of the flight already running for ``key``) and whether we joined one."""
+    async def run(self, key: str, fn: Callable[..., Awaitable[T]], *args: Any) -> tuple[T, bool]:
+        """Result of ``fn(*args)`` (or of the flight already running for ``key``) and whether we joined one."""
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         joined = flight is not None
         if flight is None:
             flight = self._flights[key] = _Flight()
-            flight.task = loop.create_task(self._fly(key, flight, fn))  # held by the flight until it ends
+            flight.task = loop.create_task(self._fly(key, flight, fn, args))  # held by the flight until it ends
         waiter: asyncio.Future[T] = loop.create_future()
         flight.waiters.append(waiter)
         # A cancelled caller cancels only its own future; the flight skips futures already done.
         return await waiter, joined
 
-    async def _fly(self, key: str, flight: _Flight, fn: Callable[[], Awaitable[Any]]) -> None:
+    async def _fly(self, key: str, flight: _Flight, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         try:
-            result = await fn()
+            result = await fn(*args)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):  # the flight itself was cancelled (the loop is closing)
-                self._settle(key, flight, lambda waiter: waiter.cancel())
-            else:
-                failure = exc  # ``exc`` itself is unbound when the except block ends
-                self._settle(key, flight, lambda waiter: waiter.set_exception(failure))
+            cancelled = isinstance(exc, asyncio.CancelledError)  # the flight itself (the loop is closing)
+            for waiter in self._settle(key, flight):
+                if cancelled:
+                    waiter.cancel()
+                else:
+                    waiter.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             # An Exception is each waiter's to see; with every waiter gone it is nobody's (not logged).
         else:
-            self._settle(key, flight, lambda waiter: waiter.set_result(result))
+            for waiter in self._settle(key, flight):
+                waiter.set_result(result)
 
-    def _settle(self, key: str, flight: _Flight, answer: Callable[[asyncio.Future[Any]], object]) -> None:
-        # Cleared before the waiters wake: a caller that comes after the answer starts afresh.
+    def _settle(self, key: str, flight: _Flight) -> list[asyncio.Future[Any]]:
+        """The flight's waiters still waiting (a cancelled caller's future is done already), the key
+        cleared first: a caller that comes after the answer starts afresh."""
         if self._flights.get(key) is flight:
             del self._flights[key]
-        for waiter in flight.waiters:
-            if not waiter.done():  # a cancelled caller's future is done already
-                answer(waiter)
+        return [waiter for waiter in flight.waiters if not waiter.done()]
