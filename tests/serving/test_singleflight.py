@@ -68,35 +68,66 @@ def test_an_exception_reaches_every_waiter_and_clears_the_flight() -> None:
     asyncio.run(scenario())
 
 
-def test_a_cancelled_waiter_does_not_cancel_the_shared_computation() -> None:
+def test_a_cancelled_joiner_only_stops_waiting() -> None:
     async def scenario() -> None:
         flights = SingleFlight()
-        finished = asyncio.Event()
+        calls = 0
 
         async def compute() -> str:
+            nonlocal calls
+            calls += 1
             await asyncio.sleep(0.05)
-            finished.set()
             return "done"
 
-        starter = asyncio.create_task(flights.run("k", compute))
+        leader = asyncio.create_task(flights.run("k", compute))
         await asyncio.sleep(0)
-        follower = asyncio.create_task(flights.run("k", compute))
+        joiner = asyncio.create_task(flights.run("k", compute))
         await asyncio.sleep(0.01)
-        starter.cancel()
+        joiner.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await starter
-        assert await follower == ("done", True)
-        assert finished.is_set()
+            await joiner
+        assert await leader == ("done", False) and calls == 1
 
     asyncio.run(scenario())
 
 
-def test_a_computation_whose_waiters_all_left_still_finishes() -> None:
+def test_the_joiners_of_a_cancelled_leader_get_the_answer_from_a_fresh_start() -> None:
     async def scenario() -> None:
         flights = SingleFlight()
-        finished = asyncio.Event()
+        started, finished = [], asyncio.Event()
 
         async def compute() -> str:
+            started.append(asyncio.current_task())
+            await asyncio.sleep(0.05)
+            finished.set()
+            return "done"
+
+        leader = asyncio.create_task(flights.run("k", compute))
+        await asyncio.sleep(0)
+        joiners = [asyncio.create_task(flights.run("k", compute)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        late = asyncio.create_task(flights.run("k", compute))  # joins the fresh start, starts nothing
+        assert await asyncio.gather(*joiners, late) == [("done", True)] * 4
+        # The leader's computation stopped with it; one more, in a task of the flight's own, answered the rest.
+        assert len(started) == 2 and started[0] is leader and started[1] not in (leader, *joiners, late)
+        assert finished.is_set() and len(flights) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_cancelled_with_nobody_waiting_computes_nothing_more() -> None:
+    """A caller that went away costs no more model work (the batcher drops its row), and the next
+    caller of the key starts afresh."""
+    async def scenario() -> None:
+        flights = SingleFlight()
+        calls, finished = 0, asyncio.Event()
+
+        async def compute() -> str:
+            nonlocal calls
+            calls += 1
             await asyncio.sleep(0.02)
             finished.set()
             return "done"
@@ -104,8 +135,11 @@ def test_a_computation_whose_waiters_all_left_still_finishes() -> None:
         only = asyncio.create_task(flights.run("k", compute))
         await asyncio.sleep(0)
         only.cancel()
-        await asyncio.wait_for(finished.wait(), timeout=1)
-        await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await only
         assert len(flights) == 0
+        await asyncio.sleep(0.05)
+        assert not finished.is_set() and calls == 1
+        assert await flights.run("k", compute) == ("done", False) and calls == 2
 
     asyncio.run(scenario())
