@@ -374,7 +374,13 @@ class PredictionCache:
         return value, "miss"
 
     def _queue_write(self, key: str, value: bytes, ttl_seconds: int) -> bool:
-        """Queue ``key``'s write-behind; False when the pending budget is full (the value is not written)."""
+        """Queue ``key``'s write-behind; False when it is not written: the pending budget is full, or the
+        breaker is not closed."""
+        if self._breaker.state != "closed":
+            # Redis is down: the write would not go out (or would be the half-open probe, held up as long
+            # as Redis takes to fail, the value meanwhile served from here as if Redis had it). The probe
+            # is the next miss's read, which decides that miss anyway.
+            return False
         cost = len(value) + len(key) + ENTRY_OVERHEAD  # _pending_cost, written out (every miss)
         if self._pending_bytes + cost > self._max_pending_bytes:
             self.stats.writes_dropped += 1

@@ -1,8 +1,8 @@
 """A lean pipeline for the cache's hot path: a batch of commands sent on a connection of its own,
 the replies read under one deadline.
 
-Every miss sends two commands, each inside a pipeline of the misses of one loop turn: the
-read-or-lease script and the write-back SET. redis-py's ``Pipeline`` pays for each command a read
+The misses of one loop turn send two commands, each one EVALSHA for them all (``script_batch``):
+the read-or-lease script and the write-back. redis-py's ``Pipeline`` pays for each command a read
 under its own timeout (a timer scheduled and cancelled), the host's name formatted for an error
 that is not raised and a response callback; for each pipeline a ``Pipeline`` object, a pool
 checkout and release with their observability events, and a write under ``wait_for`` (a task on

@@ -134,3 +134,31 @@ def test_hits_resume_after_a_hang_ends(redis_process: RedisProcess) -> None:
         await cache._redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_while_the_breaker_is_open_an_answer_is_not_held_as_written_and_the_probe_is_a_read(
+        redis_process: RedisProcess) -> None:
+    """Down, nothing is written: an answer computed then is not served again from the pending writes
+    as if Redis held it, and the half-open probe is the next miss's read, never a held-up write."""
+    async def scenario() -> None:
+        cache, model, key = new_cache(redis_process.url, reset_after_seconds=0.2), Model(), key_for("open")
+        await warm(cache, key, model)
+        redis_process.pause()
+        for i in range(4):  # the threshold (3), then open
+            await cache.get_or_compute(key_for(f"o{i}"), model, ttl_seconds=30)
+        await cache.drain()
+        assert cache.breaker_state == "open"
+        errors, fresh = cache.stats.errors, key_for("computed while open")
+        assert await cache.get_or_compute(fresh, model, ttl_seconds=30) == (b'{"outputs": [42]}', "miss")
+        assert cache.pending_bytes == 0  # not queued: the same request again computes, as Redis is down
+        assert (await cache.get_or_compute(fresh, model, ttl_seconds=30))[1] == "miss"
+        await cache.drain()
+        assert cache.stats.errors == errors  # no write went out to fail
+        await asyncio.sleep(0.25)  # past the pause: the next call is the probe
+        redis_process.resume()
+        assert await cache.get_or_compute(key, model, ttl_seconds=30) == (b'{"outputs": [42]}', "hit")  # its read
+        assert cache.breaker_state == "closed"
+        await cache.drain()
+        await cache._redis.aclose()
+
+    asyncio.run(scenario())
