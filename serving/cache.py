@@ -381,7 +381,7 @@ class PredictionCache:
             # as Redis takes to fail, the value meanwhile served from here as if Redis had it). The probe
             # is the next miss's read, which decides that miss anyway.
             return False
-        cost = len(value) + len(key) + ENTRY_OVERHEAD  # _pending_cost, written out (every miss)
+        cost = _pending_cost(key, value)
         if self._pending_bytes + cost > self._max_pending_bytes:
             self.stats.writes_dropped += 1
             return False
@@ -478,11 +478,8 @@ class PredictionCache:
             try:
                 await self._call(partial(self._set_many, batch))
             finally:
-                pending = self._pending
                 for key, (value, _) in batch.items():
-                    if pending.get(key) is value:  # _forget_pending, written out (every miss)
-                        del pending[key]
-                        self._pending_bytes -= len(value) + len(key) + ENTRY_OVERHEAD
+                    self._forget_pending(key, value)
 
     async def _set_many(self, batch: Mapping[str, tuple[bytes, int]]) -> None:
         writer = self._writer

@@ -93,12 +93,12 @@ class FirstLevel:
         assert value is not None
         if key in self._entries:
             self._remove(key)
-        cost = len(value) + sys.getsizeof(key) - _EMPTY_STR + ENTRY_OVERHEAD  # _cost, written out (every miss)
+        cost = _cost(key, value)
         if ttl_seconds <= 0 or cost > self._max_bytes:
             return None
         while self._bytes + cost > self._max_bytes:
             self._remove(next(iter(self._entries)))
-        kept = bytes(memoryview(value)) if copy else value  # exact_copy
+        kept = exact_copy(value) if copy else value
         self._entries[key] = (kept, self._clock() + ttl_seconds)
         self._bytes += cost
         return kept
