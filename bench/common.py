@@ -142,6 +142,20 @@ class WrkResult:
     requests: int
     non_2xx: int
     extra: dict[str, int]
+    # The server process's CPU seconds (all its threads, user + system) over the run, where measured:
+    # unlike req/s, CPU per request does not move when another tenant takes the core for a while.
+    server_cpu_s: float | None = None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        return None if self.server_cpu_s is None or not self.requests else self.server_cpu_s / self.requests * 1e6
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far, all its threads (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, *, ids_file: Path, seconds: int, connections: int, core: int = 1,

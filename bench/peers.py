@@ -33,7 +33,7 @@ import time
 import venv
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -45,6 +45,7 @@ from common import (
     build_mlp,
     free_port,
     modelreg_env,
+    process_cpu_seconds,
     register,
     run_wrk,
     stream_ids,
@@ -252,7 +253,7 @@ def measure(peers: list[Peer], seconds: int, runs: int, connections: int,
                             f"p99 {result.p99_ms:7.1f} ms  {result.extra}")
                     cells.append(cell)
                 if peer.key == "on":
-                    paired.extend(measure_beside(server.url, [p for p in peers if p.key in PAIRED_PEERS],
+                    paired.extend(measure_beside(server, [p for p in peers if p.key in PAIRED_PEERS],
                                                  model, redis, work, stream_dir, seconds, connections, pairs,
                                                  base=paired_base(runs)))
     finally:
@@ -315,13 +316,14 @@ def paired_ids(workload: str, offset: int) -> tuple[list[int], bool]:
 
 
 def measure_paired(urls: Mapping[str, str], stream_dir: Path, seconds: int, connections: int,
-                   count: int = 3, *, base: int) -> list[Paired]:
+                   count: int = 3, *, base: int, pids: Mapping[str, int] | None = None) -> list[Paired]:
     """``count`` sets of PAIRED_ROUNDS, one after another, on the servers of ``urls`` (peer key -> URL).
 
     Separate servers measured minutes apart compare the machine's speed as much as the servers (it
     drifts by ±30 % over minutes here); rounds a few seconds apart, alternating, compare the servers.
     Every round reads ids of its own: no round hits what another computed. Rounds whose server is
-    not in ``urls`` are left out.
+    not in ``urls`` are left out. Where ``pids`` names a round's server process, the round also
+    records that process's CPU seconds (``WrkResult.server_cpu_s``).
     """
     found: list[Paired] = []
     for index in range(count):
@@ -332,8 +334,12 @@ def measure_paired(urls: Mapping[str, str], stream_dir: Path, seconds: int, conn
             offset = base + PAIRED_IDS * (len(PAIRED_ROUNDS) * index + side)
             ids, cycle = paired_ids(what.workload, offset)
             stream = write_ids(stream_dir / f"paired-{what.name}-{index}.txt", ids)
+            pid = (pids or {}).get(what.server)
+            cpu = process_cpu_seconds(pid) if pid else 0.0
             result = run_wrk(urls[what.server] + what.path, ids_file=stream, seconds=seconds,
                              connections=connections, cycle=cycle, body_format=what.body_format)
+            if pid:
+                result = replace(result, server_cpu_s=process_cpu_seconds(pid) - cpu)
             if result.non_2xx:
                 raise RuntimeError(f"paired {what.workload} on {what.server} {what.path}: "
                                    f"{result.non_2xx} non-2xx answers")
@@ -350,12 +356,12 @@ def warm_up(url: str, peer: Peer, ids_file: Path, warm_id: int, connections: int
             body_format=peer.body_format)
 
 
-def measure_beside(url: str, beside: list[Peer], model: Path, redis: BenchRedis, work: Path, stream_dir: Path,
+def measure_beside(on: Running, beside: list[Peer], model: Path, redis: BenchRedis, work: Path, stream_dir: Path,
                    seconds: int, connections: int, pairs: int, *, base: int) -> list[Paired]:
-    """The alternating rounds on the cache-on server at ``url``, with the peers of ``beside`` started
+    """The alternating rounds on the cache-on server ``on``, with the peers of ``beside`` started
     (on core 0 too) and warmed for the rounds that compare with them."""
     with ExitStack() as stack:
-        urls = {"on": url}
+        urls = {"on": on.url}
         for peer in beside:
             log(f"{peer.label}: starting beside the cache-on server for the alternating rounds")
             running = stack.enter_context(serving(peer, model, redis, work))
@@ -363,7 +369,8 @@ def measure_beside(url: str, beside: list[Peer], model: Path, redis: BenchRedis,
             warm_up(running.url + peer.path, peer, stream_dir / f"warm-paired-{peer.key}.txt",
                     WARM_ID + len(PEERS) + len(urls), connections)
             urls[peer.key] = running.url
-        return measure_paired(urls, stream_dir, seconds, connections, pairs, base=base)
+        # taskset execs the server: its pid is the server's (the peers' own children are not counted).
+        return measure_paired(urls, stream_dir, seconds, connections, pairs, base=base, pids={"on": on.process.pid})
 
 
 # What each alternating goal divides: (numerator round, denominator round).
@@ -377,9 +384,17 @@ PAIRED_GOALS = {
 
 
 def paired_ratios(one: Paired) -> dict[str, float]:
-    """The ratios of PAIRED_GOALS that this set of rounds measured."""
-    return {label: one[a].requests_per_s / one[b].requests_per_s for label, (a, b) in PAIRED_GOALS.items()
-            if a in one and b in one and one[b].requests_per_s}
+    """The ratios of PAIRED_GOALS that this set of rounds measured, and, where both rounds recorded the
+    server's CPU, the same ratio read from CPU per request (``<goal> by CPU``: the cost of a request in
+    the denominator's round over its cost in the numerator's, as req/s would read on a core of its own)."""
+    found = {label: one[a].requests_per_s / one[b].requests_per_s for label, (a, b) in PAIRED_GOALS.items()
+             if a in one and b in one and one[b].requests_per_s}
+    for label, (a, b) in PAIRED_GOALS.items():
+        if a in one and b in one:
+            cost_a, cost_b = one[a].cpu_us_per_request, one[b].cpu_us_per_request
+            if cost_a and cost_b:
+                found[f"{label} by CPU"] = cost_b / cost_a
+    return found
 
 
 def redis_flush(redis: BenchRedis) -> None:
@@ -441,6 +456,8 @@ def goals(cells: list[Cell],
 
     ratio("W0: cache on / cache off (>= 0.95x)", ("on", "W0"), ("off", "W0"), 0.95)
     alternating("W0: cache on / cache off, alternating in one server (median of {n} pairs, >= 0.95x)", "on/off", 0.95)
+    alternating("W0: cache on / cache off, alternating, by the server's CPU per request (median of {n} pairs, "
+                ">= 0.95x)", "on/off by CPU", 0.95)
     ratio("W0: cache on / LitServe batched (>= 2x)", ("on", "W0"), ("litserve", "W0"), 2.0)
     at_most("W0: cache on p99 <= LitServe's p99", ("on", "W0"), ("litserve", "W0"))
     ratio("W80: cache on / FastAPI + ORT no cache (>= 10x)", ("on", "W80"), ("ort", "W80"), 10.0)
@@ -456,6 +473,8 @@ def goals(cells: list[Cell],
                 "V2/predict hits", 0.7)
     ratio("V2 W0 / predict W0 (>= 0.9x)", ("v2", "W0"), ("on", "W0"), 0.9)
     alternating("V2 W0 / predict W0, alternating in one server (median of {n} pairs, >= 0.9x)", "V2/predict", 0.9)
+    alternating("V2 W0 / predict W0, alternating, by the server's CPU per request (median of {n} pairs, >= 0.9x)",
+                "V2/predict by CPU", 0.9)
     ratio("W100: cache on / bare FastAPI ceiling (>= 1.0x)", ("on", "W100"), ("bare", "W100"), 1.0)
     alternating("W100: cache on / bare FastAPI ceiling, alternating (median of {n} pairs, >= 1.0x)",
                 "W100 on/bare", 1.0)
