@@ -387,13 +387,15 @@ def paired_ratios(one: Paired) -> dict[str, float]:
     """The ratios of PAIRED_GOALS that this set of rounds measured, and, where both rounds recorded the
     server's CPU, the same ratio read from CPU per request (``<goal> by CPU``: the cost of a request in
     the denominator's round over its cost in the numerator's, as req/s would read on a core of its own)."""
-    found = {label: one[a].requests_per_s / one[b].requests_per_s for label, (a, b) in PAIRED_GOALS.items()
-             if a in one and b in one and one[b].requests_per_s}
+    found: dict[str, float] = {}
     for label, (a, b) in PAIRED_GOALS.items():
-        if a in one and b in one:
-            cost_a, cost_b = one[a].cpu_us_per_request, one[b].cpu_us_per_request
-            if cost_a and cost_b:
-                found[f"{label} by CPU"] = cost_b / cost_a
+        if a not in one or b not in one:
+            continue
+        if one[b].requests_per_s:
+            found[label] = one[a].requests_per_s / one[b].requests_per_s
+        cost_a, cost_b = one[a].cpu_us_per_request, one[b].cpu_us_per_request
+        if cost_a and cost_b:
+            found[f"{label} by CPU"] = cost_b / cost_a
     return found
 
 
