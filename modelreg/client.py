@@ -30,6 +30,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 # Upload validation loads the model and runs it once: a large model may take minutes to answer.
 UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
 Timeout = float | httpx.Timeout | None
+# uvicorn closes a connection idle for 5 s, and httpx kept one for 5 s too: a call made just then went
+# out on a connection the server was closing, and failed as ServerUnreachable though the server was up.
+# Letting idle connections go at 2 s costs a reconnect after a pause and leaves no such window.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
 # Beyond a promotion's wait_seconds: the load before the commit and the answer itself.
 WAIT_MARGIN_SECONDS = 60.0
 
@@ -88,7 +92,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, limits=POOL_LIMITS)
 
     def __enter__(self) -> Client:
         return self

@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -26,6 +30,7 @@ from modelreg import (
     Unauthorized,
     Unavailable,
 )
+from modelreg.client import POOL_LIMITS
 from modelreg.client_errors import error_for
 from tests.cli.conftest import Server, free_port
 from tests.fixtures.tiny_models import TinyModel, sample_input
@@ -173,6 +178,52 @@ def test_a_closed_port_is_connection_failed_naming_the_url() -> None:
         client.list_models()
     assert caught.value.status is None and caught.value.reason == "unreachable"
     assert caught.value.url == url and url in str(caught.value)
+
+
+@contextmanager
+def keep_alive_server() -> Iterator[tuple[str, list[int]]]:
+    """An HTTP/1.1 server that keeps connections open and answers ``[]``; yields its URL and the client
+    ports of the connections it accepted, one per connection."""
+    accepted: list[int] = []
+
+    class Answer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            accepted.append(self.client_address[1])
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", accepted
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_client_lets_an_idle_connection_go_before_the_server_would() -> None:
+    # uvicorn closes a connection idle for 5 s; a client that reuses one that old can send on it as it
+    # closes, and read a reset from a server that is up. Back to back, one connection serves both calls.
+    assert POOL_LIMITS.keepalive_expiry is not None and POOL_LIMITS.keepalive_expiry < 5.0
+    with keep_alive_server() as (url, accepted), Client(url) as client:
+        client.list_models()
+        client.list_models()
+        assert len(accepted) == 1
+        time.sleep(POOL_LIMITS.keepalive_expiry + 0.3)
+        client.list_models()
+        assert len(accepted) == 2, "a connection idle past the pool's expiry was reused"
 
 
 @pytest.mark.parametrize(("status", "kind"), [

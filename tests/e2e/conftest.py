@@ -72,14 +72,36 @@ class Replica:
         self.process = None
 
 
+    def state(self) -> str:
+        """Whether the process still runs, or how it ended (a signal number is negative, as Popen gives it)."""
+        if self.process is None:
+            return "stopped"
+        code = self.process.poll()
+        return f"running (pid {self.process.pid})" if code is None else f"exited with {code}"
+
+
 # The type of the ``start_replicas`` fixture: start_replicas(n, database_url=..., redis_url=..., **env).
 StartReplicas = Callable[..., list[Replica]]
+STARTED = pytest.StashKey[list[Replica]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test that fails shows each replica's state and the end of its log, taken before teardown stops
+    it: an answer that never came (a ReadError, say) is otherwise a riddle on a CI machine."""
+    report = yield
+    if report.failed and call.when == "call":
+        for i, replica in enumerate(item.stash.get(STARTED, [])):
+            text = replica.log.read_text(errors="replace")[-4000:] if replica.log.exists() else ""
+            report.sections.append((f"replica {i} ({replica.url}): {replica.state()}", text or "(empty log)"))
+    return report
 
 
 @pytest.fixture
-def start_replicas(tmp_path: Path) -> Iterator[StartReplicas]:
+def start_replicas(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartReplicas]:
     """Start N replicas sharing one database, one Redis and one artifact folder."""
     started: list[Replica] = []
+    request.node.stash[STARTED] = started
 
     def _start(n: int, *, database_url: str, redis_url: str | None, cli: bool = False,
                **extra: str) -> list[Replica]:

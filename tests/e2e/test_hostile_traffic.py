@@ -20,6 +20,10 @@ NAMES = 3000
 VERSIONS = 1000
 REAL_VERSIONS = MAX_ON_DEMAND_VERSIONS + 4  # more than the cap: the flood can ask for each of them
 BODY = {"inputs": [[1.0]]}
+# uvicorn closes a connection idle for 5 s. A client that keeps one as long may send on it just as the
+# server closes it, and read a reset (httpx.ReadError) that says nothing about the server's memory:
+# these clients let theirs go well before, as a client of any keep-alive server should.
+LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=1.0)
 
 
 def rss_kib(pid: int) -> int:
@@ -57,7 +61,7 @@ async def flood(url: str, names: int, versions: int, seed: int) -> dict[int, int
             response = await client.request(method, path, json=json)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=LIMITS) as client:
         jobs = []
         for i in range(names):
             name = f"{rng.getrandbits(64):016x}-{i}"
@@ -83,7 +87,7 @@ def test_a_flood_of_random_names_and_versions_leaves_memory_and_metrics_flat(
     assert replica.process is not None
     pid = replica.process.pid
     create_echo_model(replica.url, "real", [float(v) for v in range(1, REAL_VERSIONS + 1)])
-    with httpx.Client(base_url=replica.url, timeout=30) as client:
+    with httpx.Client(base_url=replica.url, timeout=30, limits=LIMITS) as client:
         assert client.post("/admin/models/real/promote", json={"version": 1}, headers=AUTH).status_code == 200
         for number in range(1, REAL_VERSIONS + 1):  # a miss, then a hit: its series exist
             for _ in range(2):
