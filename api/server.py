@@ -46,7 +46,8 @@ def run(settings: Settings, *, host: str, port: int, workers: int, reload: bool,
         # uvicorn takes the grace in whole seconds: round up, so the drain is never shorter than configured.
         uvicorn.run("modelreg.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                     reload=reload, log_level=log_level, log_config=log_config(log_level),
-                    timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds))
+                    timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+                    timeout_keep_alive=settings.keep_alive_seconds)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish before they are cancelled and the
     server unloads its models and exits (new connections are refused from the signal on)."""
 
+    keep_alive_seconds: int = Field(default=5, ge=3)
+    """How long an idle client connection stays open (uvicorn's ``timeout_keep_alive``). Behind an L7
+    load balancer, longer than the balancer's own idle timeout (60 s on an AWS ALB), or it sends on
+    connections this server is closing and answers 502. At least 3: the Client drops idle ones at 2 s."""
+
     gil_switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
     """Python's GIL switch interval in this process (default 5 ms): how long a busy event loop may
     keep an inference thread that finished its pass from returning."""
