@@ -31,7 +31,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
 Timeout = float | httpx.Timeout | None
 # uvicorn closes a connection idle for 5 s, and httpx kept one for 5 s too: a call made just then went
-# out on a connection the server was closing, and failed as ServerUnreachable though the server was up.
+# out on a connection the server was closing, and failed as ConnectionFailed though the server was up.
 # Letting idle connections go at 2 s costs a reconnect after a pause and leaves no such window.
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
 # Beyond a promotion's wait_seconds: the load before the commit and the answer itself.

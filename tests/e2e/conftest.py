@@ -71,7 +71,6 @@ class Replica:
                 self.process.wait()
         self.process = None
 
-
     def state(self) -> str:
         """Whether the process still runs, or how it ended (a signal number is negative, as Popen gives it)."""
         if self.process is None:
