@@ -131,6 +131,10 @@ class _LiveState(Collector):
                         "writes_dropped", "lease_waits", "lease_takeovers", "leases_lost"):
             outcomes.add_metric([outcome], getattr(stats, outcome))
         yield outcomes
+        yield CounterMetricFamily("modelreg_cache_redis_round_trips",
+                                  "Round trips on the cache's own Redis channel (one server or Sentinel): each "
+                                  "carries a batch of reads-or-leases, write-backs riding along",
+                                  value=stats.round_trips)
         state = self._breaker()
         breaker = GaugeMetricFamily("modelreg_cache_breaker_state",
                                     "Redis circuit breaker: 0 closed, 1 half-open, 2 open", labels=["state"])

@@ -16,7 +16,8 @@ A miss costs one round trip before its computation: one Lua script (``READ_OR_LE
 loaded again on NOSCRIPT) answers the value or takes the lease; the write-back (``WRITE_BACK``) is
 sent in the background. Each goes out with the other misses of its loop turn, as one command for
 them all on a connection of its own (``script_batch``, ``redis_pipe.PipeChannel``), except on a
-Cluster (a redis-py pipeline there). The embedded default (and a Redis that refuses scripts) asks
+Cluster (a redis-py pipeline there); a batch's write-back waits up to ``write_ride_ms`` to ride
+in the same round trip as the next read-or-lease. The embedded default (and a Redis that refuses scripts) asks
 in two steps and writes with plain SETs.
 """
 
@@ -91,6 +92,9 @@ class CacheStats:
     leases_lost: int = 0
     oversized: int = 0
     writes_dropped: int = 0
+    # Writes on the cache's own channel (one server or Sentinel): a batch's reads-or-leases, the
+    # write-backs riding along; a Cluster's pipelines and the embedded store are not counted.
+    round_trips: int = 0
 
 
 def make_redis(url: str | None, *, timeout_seconds: float = 0.25,
@@ -118,14 +122,19 @@ class PredictionCache:
         lease_poll_ms: int = 5,
         max_wait_ms: int = 30_000,
         max_pending_bytes: int = 8 * 1024 * 1024,
+        write_ride_ms: float = 2.0,
     ) -> None:
-        if lease_ms <= 0 or lease_poll_ms <= 0 or max_wait_ms <= 0:
-            raise ValueError(f"lease_ms, lease_poll_ms and max_wait_ms must be > 0, "
-                             f"got {lease_ms}, {lease_poll_ms} and {max_wait_ms}")
+        if lease_ms <= 0 or lease_poll_ms <= 0 or max_wait_ms <= 0 or write_ride_ms < 0:
+            raise ValueError(f"lease_ms, lease_poll_ms and max_wait_ms must be > 0 and write_ride_ms >= 0, "
+                             f"got {lease_ms}, {lease_poll_ms}, {max_wait_ms} and {write_ride_ms}")
         self._redis = redis
         # The embedded fake runs no Lua: it takes the two-step path (no network, so no round trips).
         # Concurrent misses send their scripts together (script_batch: one pipeline per loop turn).
-        self._script: ScriptBatch | None = None if isinstance(redis, FakeRedis) else ScriptBatch(redis, READ_OR_LEASE)
+        # One server or Sentinel: both scripts on one connection of the cache's own, so a batch's
+        # write-back rides with the next read-or-lease (one round trip for both, ``PipeChannel.ride``).
+        channel = PipeChannel.of(redis, self._count_round_trip)
+        self._script: ScriptBatch | None = (None if isinstance(redis, FakeRedis)
+                                            else ScriptBatch(redis, READ_OR_LEASE, channel))
         self._breaker = breaker
         self._first_level = first_level
         self._lease_ms = lease_ms
@@ -152,9 +161,15 @@ class PredictionCache:
         self._writes: dict[str, tuple[bytes, int]] = {}
         # One server or Sentinel: one command per batch on a connection of its own. A Cluster: one
         # redis-py pipeline of SETs (it splits it by node).
-        self._writer = ScriptBatch(redis, WRITE_BACK) if PipeChannel.serves(redis) else None
+        self._writer = ScriptBatch(redis, WRITE_BACK, channel) if channel is not None else None
         self._flusher: asyncio.Task[None] | None = None
+        # How long a write-back waits for a read-or-lease to share its round trip: a lease's waiters on
+        # other replicas see the value at most this much later (they poll every ``lease_poll_ms``).
+        self._ride_within = write_ride_ms / 1000
         self.stats = CacheStats()
+
+    def _count_round_trip(self) -> None:
+        self.stats.round_trips += 1
 
     @property
     def pending_bytes(self) -> int:
@@ -485,7 +500,8 @@ class PredictionCache:
         writer = self._writer
         if writer is not None:
             replies = await writer.run([[key] for key in batch],
-                                       [[value, ttl_seconds] for value, ttl_seconds in batch.values()])
+                                       [[value, ttl_seconds] for value, ttl_seconds in batch.values()],
+                                       ride_within=self._ride_within)
             failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
             if failed is None:
                 return

@@ -56,7 +56,8 @@ return out
 class ScriptBatch:
     """``await batch(keys, args)``: the script's answer, or the error Redis gave for this call."""
 
-    def __init__(self, redis: RedisClient, source: str) -> None:
+    def __init__(self, redis: RedisClient, source: str, channel: PipeChannel | None = None) -> None:
+        """``channel``: one shared with another batch (both ride one connection), else a channel of its own."""
         self._redis = redis
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
@@ -64,7 +65,7 @@ class ScriptBatch:
         self._each_sha = hashlib.sha1(self._each.encode()).hexdigest()
         self._script: Any = redis.register_script(source)
         # One server or Sentinel: a connection of the batch's own, without redis-py's per-command cost.
-        self._channel = PipeChannel.of(redis)
+        self._channel = channel if channel is not None else PipeChannel.of(redis)
         self._queue: list[Call] = []
         self._sender: asyncio.Task[None] | None = None
 
@@ -76,14 +77,16 @@ class ScriptBatch:
             self._sender = loop.create_task(self._send(), name="modelreg-script-batch")
         return await future
 
-    async def run(self, keys: Sequence[Sequence[str]], args: Sequence[Sequence[Any]]) -> list[Any]:
-        """Every call's answer (an exception object where that call failed), in one round trip now.
+    async def run(self, keys: Sequence[Sequence[str]], args: Sequence[Sequence[Any]], *,
+                  ride_within: float | None = None) -> list[Any]:
+        """Every call's answer (an exception object where that call failed), in one round trip now, or
+        with the channel's next one within ``ride_within`` seconds (``PipeChannel.ride``).
 
         For a caller that has its own batch already (the cache's write-back): no queue, no futures.
         Every call must have as many keys and as many arguments as the first. Raises only when the
         round trip itself failed (Redis down, a timeout).
         """
-        answers = await self._exchange(keys, args)
+        answers = await self._exchange(keys, args, ride_within)
         missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
         if missing:  # a restarted or failed-over Redis: load the script once, ask those again
             await self._load()
@@ -126,14 +129,16 @@ class ScriptBatch:
         except Exception as exc:  # this call's own error (NOSCRIPT is handled by redis-py's Script)
             return [exc]
 
-    async def _exchange(self, keys: Sequence[Sequence[str]], args: Sequence[Sequence[Any]]) -> list[Any]:
-        if self._channel is not None:
+    async def _exchange(self, keys: Sequence[Sequence[str]], args: Sequence[Sequence[Any]],
+                        ride_within: float | None = None) -> list[Any]:
+        channel = self._channel
+        if channel is not None:
             flat_args = [len(keys), len(keys[0]), len(args[0])]
             for one in args:
                 flat_args += one
-            (reply,) = await self._channel.execute(
-                [("EVALSHA", self._each_sha, len(keys) * len(keys[0]), *[k for one in keys for k in one],
-                  *flat_args)])
+            command = [("EVALSHA", self._each_sha, len(keys) * len(keys[0]), *[k for one in keys for k in one],
+                        *flat_args)]
+            (reply,) = await (channel.execute(command) if ride_within is None else channel.ride(command, ride_within))
             # The wrapper's own error (NOSCRIPT, say) is every call's.
             return [reply] * len(keys) if isinstance(reply, Exception) else list(reply)
         async with self._redis.pipeline(transaction=False) as pipe:

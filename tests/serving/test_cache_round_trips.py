@@ -1,5 +1,6 @@
 """A miss pays one Redis round trip before it computes (the read-or-lease script), on the real Redis;
-the write-back never holds the answer; a Redis that refuses scripts gets the same answers in two steps."""
+the write-back never holds the answer and rides in the next batch's round trip; a Redis that refuses
+scripts gets the same answers in two steps."""
 
 from __future__ import annotations
 
@@ -50,23 +51,28 @@ class RoundTrips:
             return pipe
 
         client.execute_command, client.pipeline = counted, counted_pipeline
-        for batch, label in ((cache._writer, "write-back"), (cache._script, "read-or-lease")):
-            if isinstance(batch, ScriptBatch) and batch._channel is not None:
-                self._watch(batch._channel, label)
+        labels = {batch._each_sha: label for batch, label in ((cache._writer, "write-back"),
+                                                              (cache._script, "read-or-lease"))
+                  if isinstance(batch, ScriptBatch) and batch._channel is not None}
+        channels = {id(batch._channel): batch._channel for batch in (cache._writer, cache._script)
+                    if isinstance(batch, ScriptBatch) and batch._channel is not None}
+        for channel in channels.values():  # one, shared by the two scripts
+            self._watch(channel, labels)
 
-    def _watch(self, channel: PipeChannel, label: str) -> None:
-        execute = channel.execute
+    def _watch(self, channel: PipeChannel, labels: dict[str, str]) -> None:
+        exchange = channel._exchange
 
-        async def counted(commands: Any) -> Any:
+        async def counted(wire: Any) -> Any:
             # EVALSHA sha numkeys keys... calls keys-per-call args-per-call args...
-            calls = sum(int(command[3 + int(command[2])]) for command in commands)
-            self.sent.append((label,) * calls)
-            self.wire.append(len(commands))
-            if label == "write-back" and self.gate is not None:
+            sent = [label for command in wire for label in
+                    (labels[command[1]],) * int(command[3 + int(command[2])])]
+            self.sent.append(tuple(sent))
+            self.wire.append(len(wire))
+            if "write-back" in sent and self.gate is not None:
                 await self.gate.wait()
-            return await execute(commands)
+            return await exchange(wire)
 
-        channel.execute = counted  # type: ignore[method-assign]
+        channel._exchange = counted  # type: ignore[method-assign]
 
     @property
     def total(self) -> int:
@@ -104,6 +110,29 @@ def test_a_miss_asks_redis_once_before_computing_and_writes_back_behind_the_answ
         await cache.drain()
         assert trips.sent == [("read-or-lease",), ("write-back",)] and trips.wire == [1, 1]  # then the write
         assert await raw.get(other) == b"second" and 0 < await raw.ttl(other) <= 60
+        await raw.aclose()
+        await close(cache)
+
+    run(scenario)
+
+
+def test_a_batch_of_misses_writes_back_in_the_round_trip_of_the_next_batchs_reads(
+        redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        cache = new_cache(redis_url, first_level=FirstLevel())
+        await cache.get_or_compute(key_for(key_prefix, "warm"), Model(b"w"), ttl_seconds=60)  # loads the script
+        await cache.drain()
+        trips, before = RoundTrips(cache), cache.stats.round_trips
+        first, second = ([key_for(key_prefix, f"{batch}{i}") for i in range(4)] for batch in "ab")
+        # A model's batch of answers, then the next batch of requests, as W0 (all distinct) sends them.
+        await asyncio.gather(*(cache.get_or_compute(key, Model(b"one"), ttl_seconds=60) for key in first))
+        await asyncio.gather(*(cache.get_or_compute(key, Model(b"two"), ttl_seconds=60) for key in second))
+        await cache.drain()  # the last write-back: nothing comes to ride with, so it goes alone
+        assert trips.sent == [("read-or-lease",) * 4, ("write-back",) * 4 + ("read-or-lease",) * 4,
+                              ("write-back",) * 4]
+        assert trips.wire == [1, 2, 1] and cache.stats.round_trips - before == 3  # not 4
+        raw = aioredis.Redis.from_url(redis_url)
+        assert await raw.mget(first + second) == [b"one"] * 4 + [b"two"] * 4
         await raw.aclose()
         await close(cache)
 
@@ -156,7 +185,7 @@ def test_a_redis_that_refuses_scripts_gets_the_same_answers_in_two_round_trips(
         async def refused(*_: Any) -> Any:
             raise refusal
 
-        async def refused_each(keys: list[list[str]], _: Any) -> list[Any]:  # ScriptBatch.run's answers
+        async def refused_each(keys: list[list[str]], _: Any, **__: Any) -> list[Any]:  # ScriptBatch.run's answers
             return [refusal] * len(keys)
 
         assert cache._writer is not None

@@ -1,6 +1,7 @@
 """The cache's own pipeline channel, on the real Redis: replies in order and undecoded, an error reply
-is that command's alone, and a call that timed out, was cancelled or met a demoted master never
-leaves its replies behind for the next call to read."""
+is that command's alone, a command that may wait rides in the next call's round trip, and a call
+that timed out, was cancelled or met a demoted master never leaves its replies behind for the next
+call to read."""
 
 from __future__ import annotations
 
@@ -60,6 +61,45 @@ def test_a_cancelled_call_leaves_no_reply_for_the_next(redis_url: str, key_prefi
     run(scenario())
 
 
+def test_a_write_that_may_wait_rides_with_the_next_call_and_goes_alone_when_none_comes(
+        redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        client = make_redis(redis_url)
+        trips = [0]
+        channel = PipeChannel.of(client, lambda: trips.__setitem__(0, trips[0] + 1))
+        assert channel is not None
+        key, text = f"{key_prefix}:ride", f"{key_prefix}:text"
+        # The cache's write-back: the batch that follows it must not wait, nor pay a round trip of its own.
+        riding = asyncio.create_task(channel.ride([("SET", key, b"written", "EX", 60), ("SET", text, "a")], 5.0))
+        await asyncio.sleep(0)
+        started = asyncio.get_running_loop().time()
+        assert await channel.execute([("GET", key)]) == [b"written"]  # the rider went first, in one write
+        assert await asyncio.wait_for(riding, 1) == [b"OK", b"OK"]
+        assert trips == [1] and asyncio.get_running_loop().time() - started < 1
+
+        # Its error replies are its own; the call it rode with is answered as if alone.
+        riding = asyncio.create_task(channel.ride([("INCR", text)], 5.0))
+        await asyncio.sleep(0)
+        assert await channel.execute([("ECHO", "mine")]) == [b"mine"]
+        (error,) = await riding
+        assert isinstance(error, ResponseError) and trips == [2]
+
+        # With no call to ride with, it goes on its own once its time is up.
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(channel.ride([("INCR", f"{key_prefix}:n")], 0.05), 2) == [1]
+        assert 0.04 <= asyncio.get_running_loop().time() - started < 1 and trips == [3]
+
+        # A rider still waiting when the channel closes is sent, not lost.
+        waiting = asyncio.create_task(channel.ride([("SET", f"{key_prefix}:last", "v")], 60.0))
+        await asyncio.sleep(0)
+        await channel.close()
+        assert await asyncio.wait_for(waiting, 1) == [b"OK"]
+        assert await client.get(f"{key_prefix}:last") == b"v"
+        await client.aclose()
+
+    run(scenario())
+
+
 @asynccontextmanager
 async def fake_server(reply: bytes | None) -> AsyncIterator[tuple[str, list[int]]]:
     """A TCP server that answers each command with ``reply`` (None: never answers) but the client's
@@ -93,8 +133,13 @@ def test_a_server_that_does_not_answer_times_out_and_the_next_call_connects_agai
             with pytest.raises(RedisTimeoutError, match="within 0.2s"):
                 await channel.execute([("PING",)])
             assert asyncio.get_running_loop().time() - started < 1
+            # A write riding with a call that times out shares its fate (its reply may never come).
+            riding = asyncio.create_task(channel.ride([("SET", "k", "v")], 5.0))
+            await asyncio.sleep(0)
             with pytest.raises(RedisTimeoutError):
                 await channel.execute([("PING",)])
+            with pytest.raises(RedisTimeoutError):
+                await riding
             assert accepted[0] == 2  # the first socket was dropped: its reply could still come
             await channel.close()
             await client.aclose()
