@@ -1,8 +1,10 @@
 """The prediction cache: first level, Redis behind a circuit breaker, single-flight and leases.
 
 ``PredictionCache`` knows keys and bytes, not models: the caller builds the key (``keys.py``)
-and passes the model's TTL. Redis holds only disposable data, so every Redis failure degrades
-to computing the answer; none fails a request.
+and passes the model's TTL. The first level holds values read again: one computed here under the
+lease enters it on its first repeat (see ``_compute_and_store``), one read from Redis at once.
+Redis holds only disposable data, so every Redis failure degrades to computing the answer; none
+fails a request.
 
 Across replicas one computation per key runs under a lease (SET NX PX) that lives as long as the
 work: the holder renews it every third of its length while it computes. Waiters poll for the
@@ -219,7 +221,10 @@ class PredictionCache:
             return await compute(), "bypass"
         if read:
             local = self._pending.get(key)  # written a moment ago, the write still in flight
-            if local is None and self._first_level is not None:
+            if local is not None:
+                if self._first_level is not None:  # read again: from now on the first level holds it
+                    self._first_level.put(key, local, ttl_seconds)
+            elif self._first_level is not None:
                 local = self._first_level.get(key)
                 if local is not None:
                     self.stats.first_level_hits += 1
@@ -377,10 +382,18 @@ class PredictionCache:
             if lease is not None:
                 self._background(self._release(*lease))
             return value, "miss"
-        # Whatever is held past this answer is one exact-size copy (an orjson result keeps ~4 KB),
-        # shared by the first level and the pending write.
-        kept = self._first_level.put(key, value, ttl_seconds) if self._first_level is not None else None
+        # A value computed under this replica's lease enters the first level when it is read again
+        # (from Redis, or from the pending write), not now: the first level holds what is asked again.
+        # Put at once, every all-new input (W0) paid a put, a copy and an eviction walking memory the
+        # CPU no longer caches, and pushed out entries that repeat (most inputs of a stream are never
+        # asked again). Kept here at once: a value computed without the lease (Redis did not answer,
+        # or a wait was given up) and one Redis will not get (the breaker open, the pending budget
+        # full). Held past this answer: one exact-size copy (an orjson result keeps ~4 KB).
+        first_level = self._first_level
+        kept = first_level.put(key, value, ttl_seconds) if lease is None and first_level is not None else None
         queued = self._queue_write(key, exact_copy(value) if kept is None else kept, ttl_seconds)
+        if not queued and kept is None and first_level is not None:
+            first_level.put(key, value, ttl_seconds)
         if lease is not None and not queued:
             # No value will land: waiters must not wait out the lease, then compute one by one.
             self._background(self._release(*lease))

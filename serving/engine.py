@@ -3,7 +3,8 @@
 One input is one cache key, whichever route it came in by: the cached value is the canonical
 entry (every output by name, see codec.encode_canonical) and each route renders its own answer
 from it. A first-level alias keyed by the exact request bytes holds the rendered /predict body,
-so a repeated request is answered without parsing or rendering anything. Pipelines run in
+so a repeated request is answered without parsing or rendering anything (from the second repeat
+on: a computed value enters the first level on its first repeat, see ``cache.py``). Pipelines run in
 ``pipeline.PipelineRunner``, which comes back here for each stage.
 """
 

@@ -197,6 +197,47 @@ def test_the_first_level_answers_without_redis_but_never_past_the_redis_ttl(redi
     asyncio.run(scenario())
 
 
+def test_a_computed_value_enters_the_first_level_when_it_is_read_again(redis_url: str, key_prefix: str) -> None:
+    async def scenario() -> None:
+        first_level = FirstLevel()
+        cache = new_cache(redis_url, first_level)
+        keys = [key_for(key_prefix, f"new{i}") for i in range(20)]
+        for key in keys:  # all new inputs, as W0 sends them: Redis keeps them, the first level nothing
+            assert await cache.get_or_compute(key, Model(b"v"), ttl_seconds=60) == (b"v", "miss")
+        await cache.drain()
+        assert len(first_level) == 0 and first_level.size_bytes == 0
+        never = Model(b"never")
+        # The first repeat reads Redis and keeps the value here; the next one asks Redis nothing.
+        assert await cache.get_or_compute(keys[0], never, ttl_seconds=60) == (b"v", "hit")
+        assert len(first_level) == 1 and cache.stats.first_level_hits == 0
+        assert await cache.get_or_compute(keys[0], never, ttl_seconds=60) == (b"v", "hit")
+        assert cache.stats.first_level_hits == 1 and never.calls == 0
+        # A repeat that finds the write still on its way keeps it too.
+        pending = key_for(key_prefix, "pending")
+        await cache.get_or_compute(pending, Model(b"p"), ttl_seconds=60)
+        assert cache.pending_bytes > 0
+        assert await cache.get_or_compute(pending, never, ttl_seconds=60) == (b"p", "hit")
+        assert first_level.get(pending) == b"p"
+        await close(cache)
+
+    asyncio.run(scenario())
+
+
+def test_a_value_computed_while_redis_does_not_answer_is_kept_here_at_once(key_prefix: str) -> None:
+    async def scenario() -> None:
+        first_level = FirstLevel()
+        cache = new_cache("redis://127.0.0.1:1/0", first_level)  # nothing listens there
+        model = Model(b"computed")
+        key = key_for(key_prefix)
+        assert await cache.get_or_compute(key, model, ttl_seconds=60) == (b"computed", "miss")
+        assert first_level.get(key) == b"computed"  # Redis will not have it: the repeat is answered here
+        assert await cache.get_or_compute(key, model, ttl_seconds=60) == (b"computed", "hit")
+        assert model.calls == 1
+        await close(cache)
+
+    asyncio.run(scenario())
+
+
 def test_a_second_replica_waits_on_the_lease_instead_of_computing(redis_url: str, key_prefix: str) -> None:
     async def scenario() -> None:
         first, second = new_cache(redis_url), new_cache(redis_url)  # two clients: two replicas
