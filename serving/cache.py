@@ -94,8 +94,8 @@ class CacheStats:
     leases_lost: int = 0
     oversized: int = 0
     writes_dropped: int = 0
-    # Writes on the cache's own channel (one server or Sentinel): a batch's reads-or-leases, the
-    # write-backs riding along; a Cluster's pipelines and the embedded store are not counted.
+    # Round trips on the cache's own channel (one server or Sentinel): each a batch's reads-or-leases,
+    # the write-backs riding along; a Cluster's pipelines and the embedded store are not counted.
     round_trips: int = 0
 
 
