@@ -220,14 +220,16 @@ class PredictionCache:
             self.stats.bypass += 1
             return await compute(), "bypass"
         if read:
-            local = self._pending.get(key)  # written a moment ago, the write still in flight
+            # A key's value never changes (its key names the version and the input), so the first level
+            # goes first: a hit asks one map, and a value found pending enters it once, not on every hit.
+            first_level = self._first_level
+            local = first_level.get(key) if first_level is not None else None
             if local is not None:
-                if self._first_level is not None:  # read again: from now on the first level holds it
-                    self._first_level.put(key, local, ttl_seconds)
-            elif self._first_level is not None:
-                local = self._first_level.get(key)
-                if local is not None:
-                    self.stats.first_level_hits += 1
+                self.stats.first_level_hits += 1
+            else:
+                local = self._pending.get(key)  # written a moment ago, the write still in flight
+                if local is not None and first_level is not None:  # read again: the first level holds it now
+                    first_level.put(key, local, ttl_seconds)
             if local is not None:
                 self.stats.hits += 1
                 return local, "hit"
