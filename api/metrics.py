@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from modelreg.api.metrics_pool import LiveRegistry, WorkerPool, multiprocess_dir
@@ -25,6 +33,8 @@ from modelreg.serving.series import OUTCOMES, Series
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# From the timer's own rounding (~1 ms under uvloop) to a stall that fails health checks.
+STALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 _CHANGES = {"promote": "promotion", "rollback": "rollback"}
 UNKNOWN_MODEL = "<unknown>"  # the label of every name the registry does not have
@@ -79,6 +89,13 @@ class Metrics:
                                      "Inference seconds the cache saved: hits x the version's mean runtime "
                                      "seconds per computed row (this replica's measure)",
                                      ["model", "version"], registry=self.registry)
+        # What no stage timer sees: the loop held (a GC pass, a blocking handler, the core given to
+        # inference) delays every request at once; the collector's passes are one such cause.
+        self.loop_lag = Histogram("modelreg_event_loop_lag_seconds",
+                                  "How late the event loop ran a timer due every 0.25 s: what every request "
+                                  "waited at that moment", buckets=STALL_BUCKETS, registry=self.registry)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: per worker, pooled.
+        ProcessCollector(registry=self.registry)
         self.requests_by = Children(self.requests)
         self.latency_by = Children(self.latency)
         self.cache_requests_by = Children(self.cache_requests)
@@ -96,6 +113,13 @@ class Metrics:
         self.inference.labels(model, version).observe(seconds)
         self.series.record_inference(model, version, rows, seconds)
 
+    def on_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+
+    def watch_gc(self, passes: Callable[[], list[tuple[list[int], float]]], bounds: tuple[float, ...]) -> None:
+        """Export the collector's passes as ``modelreg_gc_pause_seconds{generation}`` (GcPauses.snapshot)."""
+        self.registry.register(_GcPasses(passes, bounds))
+
     def watch(self, *, cache_stats: Callable[[], CacheStats], breaker: Callable[[], BreakerState],
               queue_depth: Callable[[], int], loaded: Callable[[], list[tuple[str, int]]],
               queue_depths: Callable[[], dict[str, int]] = dict) -> None:
@@ -111,6 +135,24 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         registry = self._workers.registry() if self._workers is not None else self.registry
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _GcPasses(Collector):
+    """The collector's passes as a histogram per generation, read at scrape time: timed inside the
+    pass itself, where no metric's lock may be taken (serving/gc_pauses.py)."""
+
+    def __init__(self, passes: Callable[[], list[tuple[list[int], float]]], bounds: tuple[float, ...]) -> None:
+        self._passes = passes
+        self._bounds = bounds
+
+    def collect(self) -> Iterator[Any]:
+        family = HistogramMetricFamily("modelreg_gc_pause_seconds", "Garbage collector passes by generation",
+                                       labels=["generation"])
+        for generation, (counts, seconds) in enumerate(self._passes()):
+            cumulative = list(accumulate(counts))
+            buckets = [(str(float(bound)), float(n)) for bound, n in zip(self._bounds, cumulative, strict=False)]
+            family.add_metric([str(generation)], [*buckets, ("+Inf", float(cumulative[-1]))], seconds)
+        yield family
 
 
 class _LiveState(Collector):

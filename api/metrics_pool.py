@@ -48,6 +48,9 @@ GAUGE_POOLING = {
     "modelreg_loaded_versions": "max",
     "modelreg_replicas_live": "max",
     "modelreg_replicas_lagging": "max",
+    # prometheus_client's process collector: the rest (memory, CPU, open fds) add up over workers.
+    "process_start_time_seconds": "max",
+    "process_max_fds": "max",
 }
 
 

@@ -9,7 +9,7 @@ import anyio.from_thread
 from sqlalchemy import Engine
 
 from modelreg.api.auth import Authenticator, resolve_admin_token
-from modelreg.api.metrics import Metrics
+from modelreg.api.metrics import STALL_BUCKETS, Metrics
 from modelreg.api.release_metrics import ShadowMetrics
 from modelreg.api.settings import Settings
 from modelreg.plugins.cpus import usable_cpus
@@ -21,6 +21,8 @@ from modelreg.serving.breaker import CircuitBreaker
 from modelreg.serving.cache import PredictionCache, make_redis
 from modelreg.serving.events import ChangeFeed
 from modelreg.serving.first_level import FirstLevel
+from modelreg.serving.gc_pauses import GcPauses
+from modelreg.serving.loop_lag import LoopLag
 from modelreg.serving.manager import ModelManager
 from modelreg.serving.reaper import Reaper
 from modelreg.serving.replicas import ReplicaBoard
@@ -45,6 +47,8 @@ class Services:
     reaper: Reaper
     metrics: Metrics
     replicas: ReplicaBoard
+    loop_lag: LoopLag
+    gc_pauses: GcPauses
 
     def changed(self, model: str) -> None:
         """After a committed change: switch this replica now, then tell the others."""
@@ -65,6 +69,8 @@ class Services:
         await anyio.to_thread.run_sync(self.manager.refresh)
         self.replicas.start()
         self.metrics.series.start()
+        self.loop_lag.start()
+        self.gc_pauses.start()
         self.serving.start_releases(self._released)  # issue 13's guard monitor
         self.feed.start(lambda: self.reaper.run_forever(self.settings.reap_interval_seconds))
 
@@ -78,6 +84,8 @@ class Services:
                         hung, SHUTDOWN_WAIT_SECONDS)
         await self.replicas.stop()  # leave the replica list before the models go
         await self.metrics.series.stop()
+        self.loop_lag.stop()
+        self.gc_pauses.stop()
         unloaded = self.manager.loaded_versions()
         self.manager.close()
         self.engine.dispose()
@@ -134,9 +142,11 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     if settings.redis_url is not None:  # the console's figures, pooled; the embedded default keeps its own
         metrics.series.pool(redis, settings.cache_prefix)
     reaper = Reaper(redis, settings.cache_prefix, registry)  # dead is what SQL says, not what is loaded here
+    gc_pauses = GcPauses(STALL_BUCKETS)
+    metrics.watch_gc(gc_pauses.snapshot, gc_pauses.bounds)
     return Services(settings=settings, engine=engine, registry=registry, tokens=tokens, plugins=plugins,
                     auth=auth, manager=manager, serving=serving, feed=feed, reaper=reaper, metrics=metrics,
-                    replicas=replicas)
+                    replicas=replicas, loop_lag=LoopLag(metrics.on_loop_lag), gc_pauses=gc_pauses)
 
 
 def _bootstrap_token(settings: Settings, tokens: TokenService) -> str | None:

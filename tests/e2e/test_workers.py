@@ -43,6 +43,11 @@ def sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def resident_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
+
+
 def workers_with_v2(url: str) -> set[int]:
     """The pids of the replicas that have loaded version 2 of m (only a request for it loads it there)."""
     replicas = httpx.get(f"{url}/admin/replicas", headers=AUTH, timeout=10).json()
@@ -115,6 +120,11 @@ def test_two_workers_are_two_replicas_and_one_metrics_endpoint(
         # Live figures kept in each worker's memory (the cache's outcomes) are pooled too, within about a second.
         until(lambda: sample(httpx.get(f"{server.url}/metrics", timeout=10).text, "modelreg_cache_total",
                              outcome="misses") >= sent, "every worker's cache misses in one scrape")
+        # The process's memory is the machine's too: both workers' resident sets, not the one that answered.
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        resident = [resident_bytes(pid) for pid in worker_pids]
+        assert sample(text, "process_resident_memory_bytes") > 1.5 * max(resident)
+        assert sample(text, "modelreg_event_loop_lag_seconds_count") > 0
     finally:
         server.stop()
     assert server.exit_status == 0

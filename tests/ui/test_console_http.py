@@ -134,7 +134,7 @@ def test_the_grafana_dashboard_graphs_only_metrics_the_server_exports(app_client
     exported = app_client.get("/metrics").text
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "modelreg-dashboard.json").read_text())
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in re.findall(r"modelreg_[a-z_]+", target["expr"])}
+               for name in re.findall(r"(?:modelreg|process)_[a-z_]+", target["expr"])}
     assert "modelreg_inference_seconds_saved_total" in queried and "modelreg_cache_requests_total" in queried
     missing = sorted(name for name in queried if not re.search(rf"^{name}[{{ ]", exported, re.M))
     assert missing == []
