@@ -37,6 +37,7 @@ from modelreg.serving.codec import (
 from modelreg.serving.errors import ModelTimedOut
 from modelreg.serving.guard import Guards, counts_as_error
 from modelreg.serving.keys import (
+    NO_KEY,
     PLUGIN_BODY,
     Namespace,
     exact_body_key,
@@ -183,14 +184,19 @@ class Serving:
         if stages_of(servable.model) is not None:
             return await self._pipelines.predict(servable, body, control, chain)
         key_prefix = self.key_prefix(servable)
-        exact = exact_body_key(key_prefix, body)
-        repeated = self.repeat(servable, exact, control)
-        if repeated is not None:
-            # Positional: a frozen dataclass is ~0.15 µs slower to build by keyword, on every repeat.
-            return Prediction(repeated, servable.version, "hit")
+        caching = self._ttl(servable) > 0
+        if caching:
+            exact = exact_body_key(key_prefix, body)
+            # ``repeat``, inlined: the TTL was read once above, on the path every hit takes.
+            repeated = self.cache.peek(exact) if control.read and control.write else None
+            if repeated is not None:
+                # Positional: a frozen dataclass is ~0.15 µs slower to build by keyword, on every repeat.
+                return Prediction(repeated, servable.version, "hit")
+        else:
+            exact = NO_KEY
         if has_payload_codec(servable.model):  # text in, text out, say: the plugin's own body is cached
             arrays = plugin_decode(servable.model, servable.name, body)
-            key = key_in(key_prefix, input_digest(arrays, response_format=PLUGIN_BODY))
+            key = key_in(key_prefix, input_digest(arrays, response_format=PLUGIN_BODY)) if caching else NO_KEY
 
             async def render() -> bytes:
                 outputs = await self.run(servable, arrays)
@@ -198,7 +204,7 @@ class Serving:
 
             return await self.answer(servable, key, exact, render, control)
         inputs = decode_json_inputs(body, servable.signature)
-        key = key_in(key_prefix, input_digest(inputs.arrays))
+        key = key_in(key_prefix, input_digest(inputs.arrays)) if caching else NO_KEY
         value, status, fresh = await self.canonical(servable, key, lambda: self.run(servable, inputs.arrays), control)
         rendered = self._render(servable, value, fresh, inputs.named)
         self.remember(exact, key, status, control, rendered)
@@ -209,10 +215,14 @@ class Serving:
         """``infer`` on a resolved version; ``chain`` as for ``predict_on``."""
         if stages_of(servable.model) is not None:
             return await self._pipelines.infer(servable, arrays, control, chain)
-        key = key_in(self.key_prefix(servable), input_digest(arrays))
+        key = key_in(self.key_prefix(servable), input_digest(arrays)) if self.caches(servable) else NO_KEY
         return await self.inference(servable, key, lambda: self.run(servable, arrays), control)
 
     # the cache steps, written once (the pipeline runner uses them too) ---------------------
+
+    def caches(self, servable: Servable) -> bool:
+        """Whether ``servable``'s answers are cached at all; when not, no key is worth hashing (NO_KEY)."""
+        return self._ttl(servable) > 0
 
     def repeat(self, servable: Servable, exact: str, control: CacheControl) -> bytes | None:
         """The answer to these exact request bytes if this replica gave it before: no parsing, no Redis."""

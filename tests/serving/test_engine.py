@@ -108,3 +108,34 @@ def test_one_replicas_predict_answers_another_replicas_infer_from_redis(
         assert executions.calls == 1
 
     asyncio.run(scenario())
+
+
+def test_a_model_with_caching_off_hashes_neither_its_bodies_nor_its_inputs(
+        registry: RegistryService, redis_url: str, key_prefix: str, executions: modelreg_echo.Stats,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelreg.serving import engine, v2infer
+
+    def refused(*_: object, **__: object) -> str:
+        raise AssertionError("a key was hashed for a model whose caching is off")
+
+    for module, names in ((engine, ("exact_body_key", "input_digest")), (v2infer, ("exact_v2_key", "input_digest"))):
+        for name in names:
+            monkeypatch.setattr(module, name, refused)
+    registry.update_model("iris", {"cache_ttl_seconds": 0}, actor="alice")
+    v2_body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]})
+
+    async def scenario() -> None:
+        async with replica(registry, redis_url, key_prefix) as serving:
+            for _ in range(2):  # a repeat is computed again: nothing is kept
+                predicted = await serving.predict("iris", BODY)
+                assert predicted.cache_status == "bypass"
+                assert orjson.loads(predicted.body)["outputs"] == ANSWER
+            inferred = await serving.infer("iris", ARRAYS)
+            assert inferred.cache_status == "bypass" and inferred.outputs["y"].tolist() == ANSWER
+            answered = await v2infer.infer_v2(serving, "iris", v2_body)
+            assert answered.cache_status == "bypass"
+            assert orjson.loads(answered.body)["outputs"][0]["data"] == [3.0, 4.0]
+            assert executions.calls == 4
+            assert serving.cache.stats.bypass == 4
+
+    asyncio.run(scenario())
