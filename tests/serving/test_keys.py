@@ -157,3 +157,30 @@ def test_a_prefix_with_a_brace_is_refused_it_would_be_every_keys_hash_tag(prefix
 def test_a_digest_with_a_brace_is_refused() -> None:
     with pytest.raises(ValueError, match="contain no ':', '{' or '}'"):
         prediction_key(NS, "a}b")
+
+
+def test_a_single_tensors_digest_is_the_same_by_the_kept_header_as_written_out() -> None:
+    """The fast path's digests are Redis keys: they must equal the general path's, byte for byte."""
+    from modelreg.serving import keys
+
+    rng = np.random.default_rng(7)
+    cases = [rng.random((1, 512), dtype=np.float32), rng.random((3, 4)), np.arange(6, dtype=np.int64).reshape(2, 3),
+             np.array(True), np.asfortranarray(rng.random((4, 3))), rng.random((8, 6))[:, ::2],
+             np.array([[1, 2]], dtype=">i4"), np.zeros((0, 5), np.float32)]
+    for array in cases:
+        for response_format in (keys.CANONICAL, keys.PLUGIN_BODY):
+            expected = keys._input_digest({"x": array}, response_format)
+            assert keys.input_digest({"x": array}, response_format=response_format) == expected
+            assert keys.input_digest({"x": array}, response_format=response_format) == expected  # the kept header
+    assert input_digest({"x": [[1.0, 2.0]]}) == input_digest({"x": np.array([[1.0, 2.0]])})
+    assert input_digest({"x": np.ones((1, 2))}) != input_digest({"y": np.ones((1, 2))})
+    assert input_digest({"x": np.ones((1, 2))}) != input_digest({"x": np.ones((2, 1))})
+    assert input_digest({"x": np.ones((1, 2), np.float32)}) != input_digest({"x": np.ones((1, 2))})
+
+
+def test_the_kept_headers_are_bounded_whatever_shapes_clients_send() -> None:
+    from modelreg.serving import keys
+
+    for rows in range(keys._MAX_HEADS + 50):
+        input_digest({"x": np.zeros((rows, 1), np.float32)})
+    assert len(keys._HEADS) <= keys._MAX_HEADS
