@@ -117,7 +117,7 @@ def test_the_exact_body_alias_names_the_bytes_and_stays_apart_from_input_digests
     alias = exact_body_key(prefix, b'{"inputs": [[1, 2]]}')
     assert alias.startswith(prefix + "b-json-") and alias == exact_body_key(prefix, b'{"inputs": [[1, 2]]}')
     assert alias != exact_body_key(prefix, b'{"inputs":[[1,2]]}')  # other bytes, other alias (same inputs)
-    assert re.fullmatch(re.escape(prefix) + "b-json-[0-9a-f]{32}", alias)  # 128 bits, whichever hash is faster here
+    assert re.fullmatch(re.escape(prefix) + "b-json-[0-9a-f]{32}", alias)  # blake2b-128
     assert alias != key_in(prefix, input_digest({"x": np.array([[1, 2]])}))
 
 
