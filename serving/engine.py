@@ -184,11 +184,10 @@ class Serving:
         if stages_of(servable.model) is not None:
             return await self._pipelines.predict(servable, body, control, chain)
         key_prefix = self.key_prefix(servable)
-        caching = self._ttl(servable) > 0
+        caching = self.caches(servable)
         if caching:
             exact = exact_body_key(key_prefix, body)
-            # ``repeat``, inlined: the TTL was read once above, on the path every hit takes.
-            repeated = self.cache.peek(exact) if control.read and control.write else None
+            repeated = self.repeat(exact, control)
             if repeated is not None:
                 # Positional: a frozen dataclass is ~0.15 µs slower to build by keyword, on every repeat.
                 return Prediction(repeated, servable.version, "hit")
@@ -224,11 +223,11 @@ class Serving:
         """Whether ``servable``'s answers are cached at all; when not, no key is worth hashing (NO_KEY)."""
         return self._ttl(servable) > 0
 
-    def repeat(self, servable: Servable, exact: str, control: CacheControl) -> bytes | None:
-        """The answer to these exact request bytes if this replica gave it before: no parsing, no Redis."""
-        if control.read and control.write and self._ttl(servable) > 0:
-            return self.cache.peek(exact)
-        return None
+    def repeat(self, exact: str, control: CacheControl) -> bytes | None:
+        """The answer to these exact request bytes if this replica gave it before: no parsing, no Redis.
+        For a servable whose answers are cached (``caches``): callers ask that first, and only then
+        hash the bytes."""
+        return self.cache.peek(exact) if control.read and control.write else None
 
     def remember(self, exact: str, key: str, status: CacheStatus, control: CacheControl,
                  body: bytes | None = None) -> None:

@@ -118,8 +118,8 @@ def pipeline_digest(ident: tuple[object, ...]) -> str:
 
 
 # The key of a model whose caching is off (TTL 0): the cache bypasses such a call before it reads
-# a key, so none is hashed. Two blake2b passes over the body and the inputs were ~9.5 µs of every
-# such request, on a path that never looks them up.
+# a key, so none is hashed. Two blake2b passes over the body and the inputs were ~16 µs of every
+# such request (bench/miss_cost.py), on a path that never looks them up.
 NO_KEY = ""
 
 
@@ -130,26 +130,13 @@ def key_in(key_prefix: str, input_digest: str) -> str:
     return f"{key_prefix}{{{input_digest}}}"
 
 
-def body_digest(body: bytes, tail: bytes = b"") -> str:
-    """32 hex digits naming these exact bytes (and ``tail``), for first-level aliases only.
-
-    blake2b, not sha256: sha256 hashes a 3.6 KB body in 2.5 µs against 4.2 in a hot loop on a CPU
-    with SHA instructions, but inside the server (W0, alternating rounds, the event loop's CPU per
-    request) the two could not be told apart, and blake2b needs no choice made per CPU.
-    """
-    h = hashlib.blake2b(body, digest_size=16)
-    if tail:
-        h.update(tail)
-    return h.hexdigest()
-
-
 def exact_body_key(key_prefix: str, body: bytes) -> str:
     """First-level only (never written to Redis): the /predict answer to these exact request bytes.
 
     Identical bytes are identical inputs, so a repeat skips parsing, tensor digests and Redis. The
     ``b-json-`` mark keeps it apart from the input digests (hex only) and says the encoding.
     """
-    return f"{key_prefix}b-json-{hashlib.blake2b(body, digest_size=16).hexdigest()}"  # body_digest, inlined
+    return f"{key_prefix}b-json-{hashlib.blake2b(body, digest_size=16).hexdigest()}"
 
 
 def _update_u64(h: Any, n: int) -> None:
@@ -193,35 +180,39 @@ _MAX_HEADS = 1024
 
 def _head(ident: tuple[str, str, str, tuple[int, ...]]) -> Any:
     response_format, name, dtype, shape = ident
-    h = hashlib.blake2b(digest_size=16)
-    h.update(_DIGEST_VERSION)
-    _update_bytes(h, response_format.encode("utf-8"))
-    _update_u64(h, 1)
-    _update_bytes(h, name.encode("utf-8"))
-    _update_bytes(h, dtype.encode("ascii"))
-    _update_u64(h, len(shape))
-    for n in shape:
-        _update_u64(h, n)
+    h = _digest_start(response_format, 1)
+    _update_tensor_header(h, name, dtype.encode("ascii"), shape)
     if len(_HEADS) >= _MAX_HEADS:
         _HEADS.clear()
     _HEADS[ident] = h
     return h
 
 
-def _input_digest(arrays: Mapping[str, np.ndarray], response_format: str) -> str:
-    """``input_digest`` written out: any number of tensors, text ones too."""
+def _digest_start(response_format: str, tensors: int) -> Any:
+    """A hash fed what precedes the tensors: the digest's version, the response format, how many."""
     h = hashlib.blake2b(digest_size=16)
     h.update(_DIGEST_VERSION)
     _update_bytes(h, response_format.encode("utf-8"))
-    _update_u64(h, len(arrays))
+    _update_u64(h, tensors)
+    return h
+
+
+def _update_tensor_header(h: Any, name: str, dtype: bytes, shape: tuple[int, ...]) -> None:
+    """What precedes a tensor's data: its name, its dtype (or ``text``) and its shape."""
+    _update_bytes(h, name.encode("utf-8"))
+    _update_bytes(h, dtype)
+    _update_u64(h, len(shape))
+    for n in shape:
+        _update_u64(h, n)
+
+
+def _input_digest(arrays: Mapping[str, np.ndarray], response_format: str) -> str:
+    """``input_digest`` written out: any number of tensors, text ones too."""
+    h = _digest_start(response_format, len(arrays))
     for name in sorted(arrays):
         array = np.asarray(arrays[name])
-        _update_bytes(h, name.encode("utf-8"))
         text = array.dtype.kind in "OU"
-        _update_bytes(h, b"text" if text else array.dtype.str.encode("ascii"))
-        _update_u64(h, array.ndim)
-        for n in array.shape:
-            _update_u64(h, n)
+        _update_tensor_header(h, name, b"text" if text else array.dtype.str.encode("ascii"), array.shape)
         if text:
             for item in array.flat:
                 if not isinstance(item, str):
@@ -230,7 +221,7 @@ def _input_digest(arrays: Mapping[str, np.ndarray], response_format: str) -> str
         else:
             # A flat uint8 view: no copy for contiguous arrays, and any dtype (0-d too) becomes bytes.
             h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 def request_digest(inputs: Any) -> str:

@@ -136,7 +136,7 @@ class PipelineRunner:
         plan = await resolve_plan(engine.manager, servable, chain)
         key_prefix = engine.pipeline_key_prefix(servable, plan)
         exact = exact_body_key(key_prefix, body)
-        repeated = engine.repeat(servable, exact, control)
+        repeated = engine.repeat(exact, control) if engine.caches(servable) else None
         if repeated is not None:
             return Prediction(body=repeated, version=servable.version, cache_status="hit")
         key = key_in(key_prefix, request_digest(json_inputs(body)))

@@ -10,6 +10,7 @@ the canonical entry.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import cast
 
@@ -18,7 +19,7 @@ from modelreg.serving import v2codec
 from modelreg.serving.cache import CacheStatus
 from modelreg.serving.calls import ANY_CACHE, CacheControl
 from modelreg.serving.engine import Serving
-from modelreg.serving.keys import NO_KEY, body_digest, input_digest, key_in
+from modelreg.serving.keys import NO_KEY, input_digest, key_in
 from modelreg.serving.manager import Servable
 
 
@@ -38,9 +39,10 @@ def exact_v2_key(key_prefix: str, body: bytes, header_length: str | None) -> str
     The ``b-v2-`` mark keeps it apart from /predict's ``b-json-`` aliases of the same bytes (the two
     routes render different bodies) and from the input digests (hex only).
     """
-    # The same bytes split elsewhere (another header length) are another request.
-    tail = b"" if header_length is None else b"\0" + header_length.encode("latin-1")
-    return f"{key_prefix}b-v2-{body_digest(body, tail)}"
+    h = hashlib.blake2b(body, digest_size=16)
+    if header_length is not None:  # the same bytes split elsewhere are another request
+        h.update(b"\0" + header_length.encode("latin-1"))
+    return f"{key_prefix}b-v2-{h.hexdigest()}"
 
 
 async def infer_v2(serving: Serving, name: str, body: bytes, header_length: str | None = None, *,
@@ -58,10 +60,13 @@ async def infer_v2(serving: Serving, name: str, body: bytes, header_length: str 
         return await _general(serving, servable, body, header_length, control, routed=version is None)
     key_prefix = serving.key_prefix(servable)
     caching = serving.caches(servable)
-    exact = exact_v2_key(key_prefix, body, header_length) if caching else NO_KEY
-    repeated = serving.repeat(servable, exact, control)
-    if repeated is not None:
-        return V2Answer(repeated, None, servable.version, "hit")
+    if caching:
+        exact = exact_v2_key(key_prefix, body, header_length)
+        repeated = serving.repeat(exact, control)
+        if repeated is not None:
+            return V2Answer(repeated, None, servable.version, "hit")
+    else:
+        exact = NO_KEY
     parsed = v2codec.parse_request(body, header_length)
     # Run on the version resolved above: the inputs are checked against its signature, and a
     # promotion landing in between must not run them on another one.
